@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * The whole kernel/user contract of sluice: map keys and values, event
- * records and the enums they carry. Included by bpf/*.bpf.c (after
+ * records and the enums they carry. Included by the BPF sources (after
  * vmlinux.h) and by user/ (after <linux/types.h>). Nothing here may depend
  * on anything beyond the basic __u8.._u64 types; every struct has explicit
  * padding and a size assert so that both sides agree byte for byte.
@@ -128,17 +128,26 @@ struct sl_identity {
 	__u32 owner_pid;	/* process that registered it (informational) */
 };
 
-/* sl_sk (socket-local storage, BPF_F_CLONE) */
+/* sl_sk (socket-local storage, BPF_F_CLONE so accepted sockets inherit it).
+ * The process fields are those of the task that connected: sockops
+ * callbacks often run in softirq context where "current" is anybody. */
 struct sl_sk_tag {
 	__u64 ident_cgid;	/* registered cgroup the socket belongs to */
+	__u64 cgroup_id;	/* task's cgroup at connect */
 	__u64 est_ns;		/* established time, for close duration */
-	__u64 acked_base;	/* bytes_acked at established (SYN) */
+	__u64 acked_base;	/* bytes_acked at established (the SYN) */
+	__u64 recv_base;	/* bytes_received at established */
 	__u32 state;		/* SL_SKS_* */
-	__u32 _pad;
+	__u32 pid;
+	__u32 tid;
+	__u32 uid;
+	char comm[SL_COMM_LEN];
 };
 #define SL_SKS_TRACKED		(1U << 0)	/* established event sent */
 #define SL_SKS_FIN_OUT		(1U << 1)	/* we sent a FIN */
 #define SL_SKS_FIN_IN		(1U << 2)	/* peer's FIN received */
+#define SL_SKS_FIN_ACKED	(1U << 3)	/* our FIN was acknowledged */
+#define SL_SKS_PASSIVE		(1U << 4)	/* accepted, not connected */
 
 /* sl_rmeta: {set, rule} -> names, so that any reader of the pins (status,
  * explain, another process's events) can name the deciding rule. */
@@ -204,24 +213,55 @@ struct sl_event {
 	char comm[SL_COMM_LEN];
 };
 
-/* Load-time constants (.rodata), set by the loader before load. */
-struct sl_config {
-	__u32 observe_all;	/* events for ungoverned sockets into ring 0 */
-	__u32 _pad;
+/* sl_meta[0]: what the pinned datapath is attached to, for adopters. */
+struct sl_meta {
+	__u64 attach_cgid;	/* cgroup the programs are attached to */
+	__u64 loaded_realtime_ns;
+	__u32 abi;		/* SL_ABI_VERSION of the loader */
+	__u32 loader_pid;
 };
+#define SL_ABI_VERSION		1
 
+/* Request and answer of the test-run program sl_explain, carried at
+ * SL_EXPLAIN_OFF in the test packet: userspace fills the request, the kernel
+ * runs the same helpers as connect4/6 against the live maps and writes the
+ * answer back. */
+#define SL_EXPLAIN_OFF		14	/* after a dummy Ethernet header */
+struct sl_explain_ctx {
+	/* in */
+	__u64 cgids[SL_MAX_CGROUP_DEPTH];	/* cgroup, parent, ... (0-terminated) */
+	__u8 addr[SL_ADDR_LEN];			/* v4 as v4-mapped */
+	__u16 port;
+	__u8 proto;
+	__u8 own_netns;				/* 1: workload's own netns (pod) */
+	/* out */
+	__u8 governed;
+	__u8 verdict;
+	__u8 class;
+	__u8 action;
+	__u32 set_id;
+	__u32 rule_id;
+	__u32 flags;
+	__u32 _pad;
+	__u64 ident_cgid;
+};
 #ifndef __bpf__
 _Static_assert(sizeof(struct sl_lpm_key) == 24, "sl_lpm_key");
 _Static_assert(sizeof(struct sl_port_entry) == 12, "sl_port_entry");
 _Static_assert(sizeof(struct sl_lpm_val) == 8 + 12 * SL_MAX_PORT_ENTRIES, "sl_lpm_val");
 _Static_assert(sizeof(struct sl_identity) == 16, "sl_identity");
-_Static_assert(sizeof(struct sl_sk_tag) == 32, "sl_sk_tag");
+_Static_assert(sizeof(struct sl_sk_tag) == 72, "sl_sk_tag");
 _Static_assert(sizeof(struct sl_rmeta_key) == 8, "sl_rmeta_key");
 _Static_assert(sizeof(struct sl_rule_meta) == 136, "sl_rule_meta");
 _Static_assert(sizeof(struct sl_set_info) == 24, "sl_set_info");
 _Static_assert(sizeof(struct sl_fqdn_key) == 20, "sl_fqdn_key");
 _Static_assert(sizeof(struct sl_fqdn_val) == 144, "sl_fqdn_val");
 _Static_assert(sizeof(struct sl_event) == 136, "sl_event");
+#endif
+
+#ifndef __bpf__
+_Static_assert(sizeof(struct sl_meta) == 24, "sl_meta");
+_Static_assert(sizeof(struct sl_explain_ctx) == 8 * SL_MAX_CGROUP_DEPTH + 48, "sl_explain_ctx");
 #endif
 
 #endif /* SLUICE_SLUICE_H */

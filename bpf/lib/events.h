@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Counters and ring records. Every verdict is counted; every record that
+ * cannot be written is counted as lost with its reason, per ring, so a
+ * reader can check what it got against what the kernel produced. */
+#ifndef SL_BPF_EVENTS_H
+#define SL_BPF_EVENTS_H
+
+static __always_inline void sl_count(__u32 ring, __u32 cnt)
+{
+	__u32 idx = ring * SL_CNT_MAX + cnt;
+	__u64 *v;
+
+	if (ring >= SL_MAX_RINGS)
+		return;
+	v = bpf_map_lookup_elem(&sl_counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 sl_verdict_counter(__u8 verdict)
+{
+	switch (verdict) {
+	case SL_VERDICT_ALLOW:
+		return SL_CNT_ALLOW;
+	case SL_VERDICT_AUDIT:
+		return SL_CNT_AUDIT;
+	default:
+		return SL_CNT_DENY;
+	}
+}
+
+/* Reserve a zeroed record in RING's ring buffer, or count the loss. */
+static __always_inline struct sl_event *sl_event_reserve(__u32 ring)
+{
+	struct sl_event *ev;
+	void *rb;
+
+	rb = bpf_map_lookup_elem(&sl_rings, &ring);
+	if (!rb) {
+		sl_count(ring, SL_CNT_EV_LOST_NORING);
+		return NULL;
+	}
+	ev = bpf_ringbuf_reserve(rb, sizeof(*ev), 0);
+	if (!ev) {
+		sl_count(ring, SL_CNT_EV_LOST_FULL);
+		return NULL;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->ts_ns = bpf_ktime_get_ns();
+	return ev;
+}
+
+static __always_inline void sl_event_task(struct sl_event *ev)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	ev->pid = pid_tgid >> 32;
+	ev->tid = (__u32)pid_tgid;
+	ev->uid = (__u32)bpf_get_current_uid_gid();
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+}
+
+static __always_inline void sl_v4_mapped(__u8 *dst, __u32 ip4_be)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, &ip4_be, 4);
+}
+
+#endif

@@ -1,0 +1,404 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * sluice datapath: tag sockets with the identity of the cgroup that created
+ * them, decide connect()/sendmsg() against that identity's policy set, and
+ * report every verdict and every governed TCP flow's lifecycle.
+ *
+ * Entry points are thin; the logic lives in the lib/ headers.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "sluice/sluice.h"
+#include "lib/maps.h"
+#include "lib/identity.h"
+#include "lib/verdict.h"
+#include "lib/events.h"
+
+#define AF_INET		2
+#define AF_INET6	10
+#define SOCK_RAW	3
+
+/* Set by the loader before load. */
+const volatile __u32 observe_all = 0;
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+static __always_inline void sl_tag_task(struct sl_sk_tag *tag)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	tag->pid = pid_tgid >> 32;
+	tag->tid = (__u32)pid_tgid;
+	tag->uid = (__u32)bpf_get_current_uid_gid();
+	tag->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(tag->comm, sizeof(tag->comm));
+}
+
+/*
+ * Identity of a socket at connect/sendmsg time. The tag from sock_create
+ * wins; a socket without a live tag (created before sluice loaded, or by an
+ * ungoverned process and handed over with SCM_RIGHTS) is governed by the
+ * task that uses it, and gets tagged now so its lifecycle is tracked too.
+ */
+static __always_inline __u64 sl_sock_ident(struct bpf_sock *sk, struct sl_identity **id,
+					   struct sl_sk_tag **tagp)
+{
+	struct sl_sk_tag *tag = NULL;
+	__u64 ident;
+
+	if (sk)
+		tag = bpf_sk_storage_get(&sl_sk, sk, 0, 0);
+	*id = sl_ident_of_tag(tag);
+	if (*id) {
+		*tagp = tag;
+		return tag->ident_cgid;
+	}
+	ident = sl_ident_of_current(id);
+	if (ident && sk && !tag) {
+		tag = bpf_sk_storage_get(&sl_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!tag)
+			sl_count((*id)->ring, SL_CNT_TAG_FAIL);
+	}
+	if (ident && tag)
+		tag->ident_cgid = ident;
+	*tagp = tag;
+	return ident;
+}
+
+static __always_inline int sl_sock_addr(struct bpf_sock_addr *ctx, const __u8 *daddr,
+					__u16 dport, __u8 type)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct sl_identity *id = NULL;
+	struct sl_sk_tag *tag = NULL;
+	struct sl_decision d = {};
+	struct sl_event *ev;
+	__u32 ring, set_id = 0;
+	__u8 proto = ctx->protocol;
+	__u64 ident;
+
+	ident = sl_sock_ident(sk, &id, &tag);
+	if (!id) {
+		if (!observe_all)
+			return 1;
+		ring = 0;
+		d.verdict = SL_VERDICT_ALLOW;
+		d.rule_id = SL_RULE_UNGOVERNED;
+		d.action = SL_ACTION_ALLOW;
+	} else if (sl_addr_is_loopback(daddr) &&
+		   bpf_get_netns_cookie(ctx) != bpf_get_netns_cookie(NULL)) {
+		/* A pod talking to itself or its sidecar is not egress. */
+		ring = id->ring;
+		d.verdict = SL_VERDICT_ALLOW;
+		d.rule_id = SL_RULE_LOOPBACK;
+		d.action = SL_ACTION_ALLOW;
+	} else {
+		ring = id->ring;
+		set_id = id->set_id;
+		sl_decide(set_id, daddr, dport, proto, id->flags & SL_IDF_AUDIT, &d);
+	}
+
+	if (tag && type == SL_EV_CONNECT)
+		sl_tag_task(tag);
+	sl_count(ring, sl_verdict_counter(d.verdict));
+
+	ev = sl_event_reserve(ring);
+	if (ev) {
+		sl_event_task(ev);
+		ev->type = type;
+		ev->verdict = d.verdict;
+		ev->rule_id = d.rule_id;
+		ev->class = d.class;
+		ev->set_id = set_id;
+		ev->ident_cgid = ident;
+		ev->audit = id ? !!(id->flags & SL_IDF_AUDIT) : 0;
+		ev->cookie = bpf_get_socket_cookie(ctx);
+		ev->family = ctx->family;	/* the socket's family */
+		ev->protocol = proto;
+		ev->dport = dport;
+		__builtin_memcpy(ev->daddr, daddr, SL_ADDR_LEN);
+		bpf_ringbuf_submit(ev, 0);
+	}
+	return d.verdict == SL_VERDICT_DENY ? 0 : 1;
+}
+
+static __always_inline int sl_sock_addr4(struct bpf_sock_addr *ctx, __u8 type)
+{
+	__u8 daddr[SL_ADDR_LEN];
+
+	sl_v4_mapped(daddr, ctx->user_ip4);
+	return sl_sock_addr(ctx, daddr, bpf_ntohs((__u16)ctx->user_port), type);
+}
+
+static __always_inline int sl_sock_addr6(struct bpf_sock_addr *ctx, __u8 type)
+{
+	__u32 daddr[4];
+
+	/* user_ip6 allows 4-byte loads only */
+	daddr[0] = ctx->user_ip6[0];
+	daddr[1] = ctx->user_ip6[1];
+	daddr[2] = ctx->user_ip6[2];
+	daddr[3] = ctx->user_ip6[3];
+	return sl_sock_addr(ctx, (__u8 *)daddr, bpf_ntohs((__u16)ctx->user_port), type);
+}
+
+SEC("cgroup/connect4")
+int sl_connect4(struct bpf_sock_addr *ctx)
+{
+	return sl_sock_addr4(ctx, SL_EV_CONNECT);
+}
+
+SEC("cgroup/connect6")
+int sl_connect6(struct bpf_sock_addr *ctx)
+{
+	return sl_sock_addr6(ctx, SL_EV_CONNECT);
+}
+
+SEC("cgroup/sendmsg4")
+int sl_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return sl_sock_addr4(ctx, SL_EV_SENDMSG);
+}
+
+SEC("cgroup/sendmsg6")
+int sl_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return sl_sock_addr6(ctx, SL_EV_SENDMSG);
+}
+
+/*
+ * Tag every socket a governed cgroup creates. Raw sockets get no sock_addr
+ * hook at all, so for a governed workload they are refused here.
+ */
+SEC("cgroup/sock_create")
+int sl_sock_create(struct bpf_sock *sk)
+{
+	struct sl_identity *id;
+	struct sl_sk_tag *tag;
+	struct sl_event *ev;
+	__u8 verdict;
+	__u64 ident;
+
+	ident = sl_ident_of_current(&id);
+	if (!id)
+		return 1;
+
+	tag = bpf_sk_storage_get(&sl_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (tag)
+		tag->ident_cgid = ident;
+	else
+		sl_count(id->ring, SL_CNT_TAG_FAIL);
+
+	if (sk->type != SOCK_RAW)
+		return 1;
+
+	verdict = (id->flags & SL_IDF_AUDIT) ? SL_VERDICT_AUDIT : SL_VERDICT_DENY;
+	sl_count(id->ring, SL_CNT_SOCK_DENY);
+	sl_count(id->ring, sl_verdict_counter(verdict));
+	ev = sl_event_reserve(id->ring);
+	if (ev) {
+		sl_event_task(ev);
+		ev->type = SL_EV_SOCK_CREATE;
+		ev->verdict = verdict;
+		ev->rule_id = SL_RULE_RAW_SOCKET;
+		ev->set_id = id->set_id;
+		ev->ident_cgid = ident;
+		ev->audit = !!(id->flags & SL_IDF_AUDIT);
+		ev->cookie = bpf_get_socket_cookie(sk);
+		ev->family = sk->family;
+		ev->protocol = sk->protocol;
+		ev->sock_type = sk->type;
+		bpf_ringbuf_submit(ev, 0);
+	}
+	return verdict == SL_VERDICT_DENY ? 0 : 1;
+}
+
+static __always_inline void sl_ops_addrs(struct bpf_sock_ops *ctx, struct sl_event *ev)
+{
+	ev->family = ctx->family;
+	ev->sport = (__u16)ctx->local_port;			/* host order */
+	ev->dport = bpf_ntohl(ctx->remote_port) >> 16;	/* network order */
+	if (ctx->family == AF_INET) {
+		sl_v4_mapped(ev->saddr, ctx->local_ip4);
+		sl_v4_mapped(ev->daddr, ctx->remote_ip4);
+	} else {
+		__u32 *s = (__u32 *)ev->saddr, *d = (__u32 *)ev->daddr;
+
+		s[0] = ctx->local_ip6[0];
+		s[1] = ctx->local_ip6[1];
+		s[2] = ctx->local_ip6[2];
+		s[3] = ctx->local_ip6[3];
+		d[0] = ctx->remote_ip6[0];
+		d[1] = ctx->remote_ip6[1];
+		d[2] = ctx->remote_ip6[2];
+		d[3] = ctx->remote_ip6[3];
+	}
+}
+
+static __always_inline void sl_ops_event(struct bpf_sock_ops *ctx, struct sl_sk_tag *tag,
+					 struct sl_identity *id, __u8 type)
+{
+	struct sl_event *ev = sl_event_reserve(id->ring);
+
+	if (!ev)
+		return;
+	ev->type = type;
+	ev->verdict = SL_VERDICT_ALLOW;
+	ev->ident_cgid = tag->ident_cgid;
+	ev->set_id = id->set_id;
+	ev->cgroup_id = tag->cgroup_id;
+	ev->pid = tag->pid;
+	ev->tid = tag->tid;
+	ev->uid = tag->uid;
+	__builtin_memcpy(ev->comm, tag->comm, sizeof(ev->comm));
+	ev->cookie = bpf_get_socket_cookie(ctx);
+	ev->protocol = 6;
+	/* sock_type carries the direction for lifecycle records */
+	ev->sock_type = (tag->state & SL_SKS_PASSIVE) ? 1 : 0;
+	sl_ops_addrs(ctx, ev);
+	if (type == SL_EV_CLOSE) {
+		__u64 acked = ctx->bytes_acked - tag->acked_base;
+		__u64 rcvd = ctx->bytes_received - tag->recv_base;
+
+		/* The FINs take a sequence number each and are counted. */
+		if ((tag->state & SL_SKS_FIN_ACKED) && acked)
+			acked--;
+		if ((tag->state & SL_SKS_FIN_IN) && rcvd)
+			rcvd--;
+		ev->bytes_sent = acked;
+		ev->bytes_received = rcvd;
+		ev->duration_ns = ev->ts_ns - tag->est_ns;
+	}
+	bpf_ringbuf_submit(ev, 0);
+}
+
+static __always_inline void sl_ops_established(struct bpf_sock_ops *ctx, bool passive)
+{
+	struct sl_identity *id;
+	struct sl_sk_tag *tag;
+
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk)
+		return;
+	tag = bpf_sk_storage_get(&sl_sk, sk, 0, 0);
+	id = sl_ident_of_tag(tag);
+	if (!id)
+		return;
+	tag->est_ns = bpf_ktime_get_ns();
+	tag->acked_base = ctx->bytes_acked;
+	tag->recv_base = ctx->bytes_received;
+	tag->state = SL_SKS_TRACKED | (passive ? SL_SKS_PASSIVE : 0);
+	bpf_sock_ops_cb_flags_set(ctx, ctx->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	sl_count(id->ring, SL_CNT_ESTABLISHED);
+	sl_ops_event(ctx, tag, id, SL_EV_ESTABLISHED);
+}
+
+static __always_inline void sl_ops_state(struct bpf_sock_ops *ctx)
+{
+	__u32 old = ctx->args[0], new = ctx->args[1];
+	struct sl_identity *id;
+	struct sl_sk_tag *tag;
+
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk)
+		return;
+	tag = bpf_sk_storage_get(&sl_sk, sk, 0, 0);
+	if (!tag || !(tag->state & SL_SKS_TRACKED))
+		return;
+	switch (new) {
+	case BPF_TCP_CLOSE_WAIT:
+	case BPF_TCP_CLOSING:
+		tag->state |= SL_SKS_FIN_IN;
+		break;
+	case BPF_TCP_FIN_WAIT2:
+		tag->state |= SL_SKS_FIN_ACKED;
+		break;
+	case BPF_TCP_CLOSE:
+		/* FIN_WAIT2 ends in TIME_WAIT on the peer's FIN; LAST_ACK
+		 * and CLOSING end when our FIN is acknowledged. */
+		if (old == BPF_TCP_FIN_WAIT2)
+			tag->state |= SL_SKS_FIN_IN;
+		if (old == BPF_TCP_LAST_ACK || old == BPF_TCP_CLOSING)
+			tag->state |= SL_SKS_FIN_ACKED;
+		id = sl_ident_of_tag(tag);
+		if (!id)
+			break;
+		sl_count(id->ring, SL_CNT_CLOSE);
+		sl_ops_event(ctx, tag, id, SL_EV_CLOSE);
+		tag->state = 0;
+		break;
+	}
+}
+
+SEC("sockops")
+int sl_sockops(struct bpf_sock_ops *ctx)
+{
+	switch (ctx->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		sl_ops_established(ctx, false);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		sl_ops_established(ctx, true);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		sl_ops_state(ctx);
+		break;
+	}
+	return 1;
+}
+
+/*
+ * `sluice explain`: the same identity walk and decision as connect4/6, run
+ * by BPF_PROG_TEST_RUN against the live maps. It is a tc program only
+ * because syscall programs are sleepable and may not use LPM tries: the
+ * request travels as the packet payload after a dummy Ethernet header and
+ * the answer is written back into it. It is never attached.
+ */
+SEC("tc")
+int sl_explain(struct __sk_buff *skb)
+{
+	struct sl_identity *id = NULL;
+	struct sl_explain_ctx c;
+	struct sl_decision d = {};
+	__u64 cg = 0;
+
+	if (bpf_skb_load_bytes(skb, SL_EXPLAIN_OFF, &c, sizeof(c)))
+		return 2;
+	for (int i = 0; i < SL_MAX_CGROUP_DEPTH; i++) {
+		cg = c.cgids[i];
+		if (!cg)
+			break;
+		id = bpf_map_lookup_elem(&sl_ident, &cg);
+		if (id)
+			break;
+	}
+	if (!id) {
+		c.governed = 0;
+		c.verdict = SL_VERDICT_ALLOW;
+		c.rule_id = SL_RULE_UNGOVERNED;
+		c.action = SL_ACTION_ALLOW;
+	} else {
+		c.governed = 1;
+		c.ident_cgid = cg;
+		c.set_id = id->set_id;
+		c.flags = id->flags;
+		if (c.own_netns && sl_addr_is_loopback(c.addr)) {
+			d.verdict = SL_VERDICT_ALLOW;
+			d.rule_id = SL_RULE_LOOPBACK;
+			d.action = SL_ACTION_ALLOW;
+		} else {
+			sl_decide(id->set_id, c.addr, c.port, c.proto,
+				  id->flags & SL_IDF_AUDIT, &d);
+		}
+		c.verdict = d.verdict;
+		c.rule_id = d.rule_id;
+		c.class = d.class;
+		c.action = d.action;
+	}
+	if (bpf_skb_store_bytes(skb, SL_EXPLAIN_OFF, &c, sizeof(c), 0))
+		return 2;
+	return 0;
+}
