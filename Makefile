@@ -26,7 +26,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS   ?= -O2 -g
-WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2
+WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 -Wno-format-truncation
 CPPFLAGS := -D_GNU_SOURCE -Iinclude -Iuser -I$(OUTPUT) $(PKG_CFLAGS)
 LDLIBS   := $(PKG_LIBS) -lelf -lz -lresolv
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all

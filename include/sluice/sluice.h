@@ -170,6 +170,7 @@ struct sl_set_info {
 	__u32 nrules;
 	__u64 nentries;
 	__u64 created_ns;	/* CLOCK_MONOTONIC */
+	char policies[128];	/* selecting policies, comma separated */
 };
 
 /* sl_fqdn: {set, addr} -> the names an address came from, for explain */
@@ -253,7 +254,7 @@ _Static_assert(sizeof(struct sl_identity) == 16, "sl_identity");
 _Static_assert(sizeof(struct sl_sk_tag) == 72, "sl_sk_tag");
 _Static_assert(sizeof(struct sl_rmeta_key) == 8, "sl_rmeta_key");
 _Static_assert(sizeof(struct sl_rule_meta) == 136, "sl_rule_meta");
-_Static_assert(sizeof(struct sl_set_info) == 24, "sl_set_info");
+_Static_assert(sizeof(struct sl_set_info) == 152, "sl_set_info");
 _Static_assert(sizeof(struct sl_fqdn_key) == 20, "sl_fqdn_key");
 _Static_assert(sizeof(struct sl_fqdn_val) == 144, "sl_fqdn_val");
 _Static_assert(sizeof(struct sl_event) == 136, "sl_event");

@@ -1,0 +1,714 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Load or adopt the datapath. Everything lives under the pin path: the maps
+ * (pinned by name by libbpf), one link per attached program (link_<name>)
+ * and the explain program (prog_explain). Whoever finds them pinned adopts
+ * them and attaches nothing, so enforcement never lapses between loaders.
+ *
+ * Two flocks in SLUICE_RUN_DIR serialise the loaders of one pin path: a
+ * mutex held while loading, adopting or tearing down, and a "users" lock
+ * every user holds shared for as long as it uses the pins, so the last one
+ * out can tell that it is the last.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include "sluice.skel.h"
+#include "cgroup.h"
+#include "datapath.h"
+#include "log.h"
+
+#define BPF_FS_MAGIC 0xcafe4a11
+
+const char *const datapath_map_names[DP_MAP_N] = {
+	[DP_IDENT] = "sl_ident", [DP_RULES] = "sl_rules", [DP_SK] = "sl_sk",
+	[DP_RINGS] = "sl_rings", [DP_COUNTERS] = "sl_counters", [DP_RMETA] = "sl_rmeta",
+	[DP_SETS] = "sl_sets", [DP_FQDN] = "sl_fqdn", [DP_META] = "sl_meta",
+};
+
+const char *const datapath_prog_names[DP_PROG_ATTACHED_N] = {
+	[DP_SOCK_CREATE] = "sock_create", [DP_CONNECT4] = "connect4",
+	[DP_CONNECT6] = "connect6", [DP_SENDMSG4] = "sendmsg4",
+	[DP_SENDMSG6] = "sendmsg6", [DP_SOCKOPS] = "sockops",
+};
+
+static struct bpf_program *datapath__skel_prog(struct sluice_bpf *skel, enum dp_prog p)
+{
+	switch (p) {
+	case DP_SOCK_CREATE: return skel->progs.sl_sock_create;
+	case DP_CONNECT4: return skel->progs.sl_connect4;
+	case DP_CONNECT6: return skel->progs.sl_connect6;
+	case DP_SENDMSG4: return skel->progs.sl_sendmsg4;
+	case DP_SENDMSG6: return skel->progs.sl_sendmsg6;
+	case DP_SOCKOPS: return skel->progs.sl_sockops;
+	default: return NULL;
+	}
+}
+
+static void datapath__pin_file(const char *pin_path, const char *prefix, const char *name,
+			       char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%s%s", pin_path, prefix, name);
+}
+
+static bool datapath__exists(const char *path)
+{
+	return access(path, F_OK) == 0;
+}
+
+bool datapath__pinned(const char *pin_path)
+{
+	char p[PATH_MAX];
+
+	datapath__pin_file(pin_path, "", "sl_ident", p, sizeof(p));
+	return datapath__exists(p);
+}
+
+/* bpffs below the pin path: mount it at /sys/fs/bpf when nothing is. */
+static int datapath__ensure_bpffs(const char *pin_path)
+{
+	struct statfs sfs;
+	char p[PATH_MAX], *s;
+
+	if (!statfs("/sys/fs/bpf", &sfs) && sfs.f_type != BPF_FS_MAGIC &&
+	    !strncmp(pin_path, "/sys/fs/bpf/", 12)) {
+		if (mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700")) {
+			pr_err("cannot mount bpffs at /sys/fs/bpf: %s\n", strerror(errno));
+			return -errno;
+		}
+	}
+	snprintf(p, sizeof(p), "%s", pin_path);
+	for (s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0700) && errno != EEXIST)
+			return -errno;
+		*s = '/';
+	}
+	if (mkdir(p, 0700) && errno != EEXIST) {
+		pr_err("cannot create pin directory %s: %s\n", p, strerror(errno));
+		return -errno;
+	}
+	if (statfs(p, &sfs) || sfs.f_type != BPF_FS_MAGIC) {
+		pr_err("pin path %s is not on a bpf filesystem\n", p);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* flock file in SLUICE_RUN_DIR named after the pin path. */
+static int datapath__lockfile(const char *pin_path, const char *what)
+{
+	char p[PATH_MAX], name[PATH_MAX];
+	size_t i;
+	int fd;
+
+	if (mkdir(SLUICE_RUN_DIR, 0700) && errno != EEXIST)
+		return -errno;
+	snprintf(name, sizeof(name), "%s", pin_path);
+	for (i = 0; name[i]; i++)
+		if (name[i] == '/')
+			name[i] = '_';
+	snprintf(p, sizeof(p), "%s/%s.%s", SLUICE_RUN_DIR, name, what);
+	fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	return fd < 0 ? -errno : fd;
+}
+
+static int datapath__mutex(const char *pin_path)
+{
+	int fd = datapath__lockfile(pin_path, "lock");
+
+	if (fd < 0)
+		return fd;
+	if (flock(fd, LOCK_EX)) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+static int datapath__open_pins(struct datapath *dp)
+{
+	char p[PATH_MAX];
+	int i;
+
+	for (i = 0; i < DP_MAP_N; i++) {
+		datapath__pin_file(dp->pin_path, "", datapath_map_names[i], p, sizeof(p));
+		dp->map_fd[i] = bpf_obj_get(p);
+		if (dp->map_fd[i] < 0) {
+			int err = -errno;
+
+			pr_err("cannot open pinned map %s: %s\n", p, strerror(errno));
+			return err;
+		}
+	}
+	datapath__pin_file(dp->pin_path, "prog_", "explain", p, sizeof(p));
+	dp->explain_fd = bpf_obj_get(p);
+	if (dp->explain_fd < 0) {
+		int err = -errno;
+
+		pr_err("cannot open pinned program %s: %s\n", p, strerror(errno));
+		return err;
+	}
+	return 0;
+}
+
+static bool datapath__links_complete(const char *pin_path)
+{
+	char p[PATH_MAX];
+	int i;
+
+	for (i = 0; i < DP_PROG_ATTACHED_N; i++) {
+		datapath__pin_file(pin_path, "link_", datapath_prog_names[i], p, sizeof(p));
+		if (!datapath__exists(p))
+			return false;
+	}
+	datapath__pin_file(pin_path, "prog_", "explain", p, sizeof(p));
+	return datapath__exists(p);
+}
+
+/*
+ * Load the object (libbpf reuses maps already pinned by name, so a half
+ * finished earlier load keeps its state) and attach what is not attached.
+ */
+static int datapath__load(struct datapath *dp, const struct datapath_opts *opts)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = dp->pin_path);
+	struct sluice_bpf *skel;
+	struct sl_meta meta = {};
+	struct timespec ts;
+	char p[PATH_MAX];
+	int cgfd = -1, err, i;
+	__u32 zero = 0;
+
+	skel = sluice_bpf__open_opts(&oo);
+	if (!skel) {
+		err = -errno;
+		pr_err("failed to open BPF object: %s\n", strerror(-err));
+		return err;
+	}
+	skel->rodata->observe_all = opts->observe_all;
+	err = sluice_bpf__load(skel);
+	if (err) {
+		pr_err("failed to load BPF programs: %s (run with -v for the verifier log)\n",
+		       strerror(-err));
+		goto out;
+	}
+	cgfd = open(dp->cgroup_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cgfd < 0) {
+		err = -errno;
+		pr_err("cannot open cgroup %s: %s\n", dp->cgroup_root, strerror(errno));
+		goto out;
+	}
+	for (i = 0; i < DP_PROG_ATTACHED_N; i++) {
+		struct bpf_link *link;
+
+		datapath__pin_file(dp->pin_path, "link_", datapath_prog_names[i], p, sizeof(p));
+		if (datapath__exists(p))
+			continue;
+		link = bpf_program__attach_cgroup(datapath__skel_prog(skel, i), cgfd);
+		if (!link) {
+			err = -errno;
+			pr_err("failed to attach %s to %s: %s\n", datapath_prog_names[i],
+			       dp->cgroup_root, strerror(-err));
+			goto out;
+		}
+		err = bpf_link__pin(link, p);
+		/* The pin holds the attachment; our handle can go. */
+		bpf_link__destroy(link);
+		if (err) {
+			pr_err("failed to pin link %s: %s\n", p, strerror(-err));
+			goto out;
+		}
+	}
+	datapath__pin_file(dp->pin_path, "prog_", "explain", p, sizeof(p));
+	unlink(p);
+	err = bpf_program__pin(skel->progs.sl_explain, p);
+	if (err) {
+		pr_err("failed to pin %s: %s\n", p, strerror(-err));
+		goto out;
+	}
+	err = cgroup__id(dp->cgroup_root, (uint64_t *)&meta.attach_cgid);
+	if (err)
+		goto out;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	meta.loaded_realtime_ns = (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+	meta.abi = SL_ABI_VERSION;
+	meta.loader_pid = getpid();
+	err = bpf_map_update_elem(bpf_map__fd(skel->maps.sl_meta), &zero, &meta, BPF_ANY);
+	if (err) {
+		err = -errno;
+		goto out;
+	}
+	dp->loaded_here = true;
+	pr_debug("datapath loaded and attached to %s, pinned at %s\n", dp->cgroup_root,
+		 dp->pin_path);
+out:
+	if (cgfd >= 0)
+		close(cgfd);
+	sluice_bpf__destroy(skel);
+	return err;
+}
+
+static int datapath__check_meta(struct datapath *dp)
+{
+	struct sl_meta meta;
+	__u32 zero = 0;
+	uint64_t want;
+	char have[PATH_MAX];
+	int err;
+
+	if (bpf_map_lookup_elem(dp->map_fd[DP_META], &zero, &meta))
+		return -errno;
+	if (meta.abi != SL_ABI_VERSION) {
+		pr_err("the datapath pinned at %s has ABI %u, this sluice speaks %u; "
+		       "stop its users or use another --pin-path\n",
+		       dp->pin_path, meta.abi, SL_ABI_VERSION);
+		return -EPROTO;
+	}
+	err = cgroup__id(dp->cgroup_root, &want);
+	if (err)
+		return err;
+	if (meta.attach_cgid != want) {
+		if (cgroup__path_of(meta.attach_cgid, have, sizeof(have)))
+			snprintf(have, sizeof(have), "cgroup id %llu",
+				 (unsigned long long)meta.attach_cgid);
+		pr_err("the datapath pinned at %s is attached to %s, not to %s; "
+		       "use that --cgroup-root or another --pin-path\n",
+		       dp->pin_path, have, dp->cgroup_root);
+		return -EEXIST;
+	}
+	return 0;
+}
+
+int datapath__open(struct datapath *dp, const struct datapath_opts *opts)
+{
+	int mutex = -1, err, i;
+
+	memset(dp, 0, sizeof(*dp));
+	for (i = 0; i < DP_MAP_N; i++)
+		dp->map_fd[i] = -1;
+	dp->explain_fd = dp->users_fd = -1;
+	snprintf(dp->pin_path, sizeof(dp->pin_path), "%s",
+		 opts->pin_path ? opts->pin_path : SLUICE_DEFAULT_PIN_PATH);
+	if (strlen(dp->pin_path) > 200 || dp->pin_path[0] != '/') {
+		pr_err("--pin-path must be an absolute path of at most 200 characters\n");
+		return -EINVAL;
+	}
+	if (opts->cgroup_root)
+		snprintf(dp->cgroup_root, sizeof(dp->cgroup_root), "%s", opts->cgroup_root);
+	else if ((err = cgroup__mount(dp->cgroup_root, sizeof(dp->cgroup_root)))) {
+		pr_err("no cgroup2 mount found in /proc/self/mountinfo\n");
+		return err;
+	}
+
+	if (opts->no_load) {
+		if (!datapath__pinned(dp->pin_path))
+			return -ENOENT;
+		return datapath__open_pins(dp);
+	}
+
+	err = datapath__ensure_bpffs(dp->pin_path);
+	if (err)
+		return err;
+	mutex = datapath__mutex(dp->pin_path);
+	if (mutex < 0) {
+		pr_err("cannot lock %s: %s\n", SLUICE_RUN_DIR, strerror(-mutex));
+		return mutex;
+	}
+	if (!datapath__links_complete(dp->pin_path)) {
+		err = datapath__load(dp, opts);
+		if (err)
+			goto out;
+	} else {
+		pr_debug("adopting the datapath pinned at %s\n", dp->pin_path);
+	}
+	err = datapath__open_pins(dp);
+	if (err)
+		goto out;
+	err = datapath__check_meta(dp);
+	if (err)
+		goto out;
+	dp->users_fd = datapath__lockfile(dp->pin_path, "users");
+	if (dp->users_fd < 0 || flock(dp->users_fd, LOCK_SH)) {
+		err = dp->users_fd < 0 ? dp->users_fd : -errno;
+		goto out;
+	}
+out:
+	close(mutex);
+	return err;
+}
+
+static void datapath__close_fds(struct datapath *dp)
+{
+	int i;
+
+	for (i = 0; i < DP_MAP_N; i++) {
+		if (dp->map_fd[i] >= 0)
+			close(dp->map_fd[i]);
+		dp->map_fd[i] = -1;
+	}
+	if (dp->explain_fd >= 0)
+		close(dp->explain_fd);
+	dp->explain_fd = -1;
+}
+
+int datapath__destroy(const char *pin_path)
+{
+	char p[PATH_MAX];
+	int i, err = 0;
+
+	/* Links first: unpinning them detaches the programs. */
+	for (i = 0; i < DP_PROG_ATTACHED_N; i++) {
+		datapath__pin_file(pin_path, "link_", datapath_prog_names[i], p, sizeof(p));
+		if (unlink(p) && errno != ENOENT)
+			err = -errno;
+	}
+	datapath__pin_file(pin_path, "prog_", "explain", p, sizeof(p));
+	if (unlink(p) && errno != ENOENT)
+		err = -errno;
+	for (i = 0; i < DP_MAP_N; i++) {
+		datapath__pin_file(pin_path, "", datapath_map_names[i], p, sizeof(p));
+		if (unlink(p) && errno != ENOENT)
+			err = -errno;
+	}
+	if (rmdir(pin_path) && errno != ENOENT)
+		pr_warn("pin directory %s not removed: %s\n", pin_path, strerror(errno));
+	return err;
+}
+
+void datapath__release(struct datapath *dp)
+{
+	int mutex;
+	__u64 key;
+
+	if (dp->users_fd < 0) {
+		datapath__close_fds(dp);
+		return;
+	}
+	mutex = datapath__mutex(dp->pin_path);
+	flock(dp->users_fd, LOCK_UN);
+	if (mutex >= 0 && !flock(dp->users_fd, LOCK_EX | LOCK_NB) &&
+	    bpf_map_get_next_key(dp->map_fd[DP_IDENT], NULL, &key) && errno == ENOENT) {
+		pr_debug("last user of %s: detaching the datapath\n", dp->pin_path);
+		datapath__close_fds(dp);
+		datapath__destroy(dp->pin_path);
+	}
+	datapath__close_fds(dp);
+	close(dp->users_fd);
+	dp->users_fd = -1;
+	if (mutex >= 0)
+		close(mutex);
+}
+
+static uint64_t datapath__now_mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+int datapath__set_add(struct datapath *dp, const struct compiled *c, const char *policies,
+		      uint32_t *set_id)
+{
+	struct sl_set_info info = {
+		.owner_pid = getpid(),
+		.nrules = c->nrules,
+		.nentries = c->nentries,
+		.created_ns = datapath__now_mono(),
+	};
+	uint32_t id = 0;
+	size_t i;
+	int err, tries;
+
+	snprintf(info.policies, sizeof(info.policies), "%s", policies ? policies : "");
+	/* Reserve an unused id: the NOEXIST insert is the reservation. */
+	for (tries = 0; tries < 64; tries++) {
+		if (getrandom(&id, sizeof(id), 0) != sizeof(id))
+			return -errno;
+		if (!id)
+			continue;
+		if (!bpf_map_update_elem(dp->map_fd[DP_SETS], &id, &info, BPF_NOEXIST))
+			break;
+		if (errno != EEXIST)
+			return -errno;
+	}
+	if (tries == 64)
+		return -EEXIST;
+
+	for (i = 0; i < c->nrules; i++) {
+		struct sl_rmeta_key k = { .set_id = id, .rule_id = c->rules[i].rule_id };
+
+		if (bpf_map_update_elem(dp->map_fd[DP_RMETA], &k, &c->rules[i].meta, BPF_ANY))
+			goto fail;
+	}
+	for (i = 0; i < c->nfqdns; i++) {
+		struct sl_fqdn_key k = { .set_id = id };
+		struct sl_fqdn_val v = {};
+
+		memcpy(k.addr, c->fqdns[i].addr, SL_ADDR_LEN);
+		snprintf(v.names, sizeof(v.names), "%s", c->fqdns[i].names);
+		if (bpf_map_update_elem(dp->map_fd[DP_FQDN], &k, &v, BPF_ANY))
+			goto fail;
+	}
+	for (i = 0; i < c->nentries; i++) {
+		struct sl_lpm_key k = c->entries[i].key;
+
+		k.set_id = htonl(id);
+		if (bpf_map_update_elem(dp->map_fd[DP_RULES], &k, &c->entries[i].val, BPF_ANY))
+			goto fail;
+	}
+	*set_id = id;
+	return 0;
+fail:
+	err = -errno;
+	pr_err("failed to write policy set %u: %s\n", id, strerror(errno));
+	datapath__set_del(dp, id);
+	return err;
+}
+
+/* Delete the keys of MAP whose set id (at KEY_OFF, in KEY_SZ-byte keys)
+ * is SET_ID. Keys are gathered first: deleting while walking restarts
+ * the walk on some map types. */
+static int datapath__del_by_set(int fd, size_t key_sz, size_t key_off, uint32_t set_id_raw)
+{
+	size_t n = 0, cap = 0, i;
+	char *keys = NULL, *prev = NULL, key[64];
+	int err = 0;
+
+	while (!bpf_map_get_next_key(fd, prev, key)) {
+		uint32_t s;
+
+		memcpy(&s, key + key_off, sizeof(s));
+		if (s == set_id_raw) {
+			if (n == cap) {
+				char *nk;
+
+				cap = cap ? cap * 2 : 256;
+				nk = realloc(keys, cap * key_sz);
+				if (!nk) {
+					free(keys);
+					return -ENOMEM;
+				}
+				keys = nk;
+			}
+			memcpy(keys + n * key_sz, key, key_sz);
+			n++;
+		}
+		prev = prev ? prev : malloc(64);
+		if (!prev) {
+			free(keys);
+			return -ENOMEM;
+		}
+		memcpy(prev, key, key_sz);
+	}
+	for (i = 0; i < n; i++)
+		if (bpf_map_delete_elem(fd, keys + i * key_sz) && errno != ENOENT)
+			err = -errno;
+	free(prev);
+	free(keys);
+	return err;
+}
+
+int datapath__set_del(struct datapath *dp, uint32_t set_id)
+{
+	int err = 0, e;
+
+	if (!set_id)
+		return 0;
+	e = datapath__del_by_set(dp->map_fd[DP_RULES], sizeof(struct sl_lpm_key),
+				 offsetof(struct sl_lpm_key, set_id), htonl(set_id));
+	err = err ?: e;
+	e = datapath__del_by_set(dp->map_fd[DP_RMETA], sizeof(struct sl_rmeta_key),
+				 offsetof(struct sl_rmeta_key, set_id), set_id);
+	err = err ?: e;
+	e = datapath__del_by_set(dp->map_fd[DP_FQDN], sizeof(struct sl_fqdn_key),
+				 offsetof(struct sl_fqdn_key, set_id), set_id);
+	err = err ?: e;
+	if (bpf_map_delete_elem(dp->map_fd[DP_SETS], &set_id) && errno != ENOENT)
+		err = err ?: -errno;
+	return err;
+}
+
+int datapath__ident_put(struct datapath *dp, uint64_t cgid, const struct sl_identity *id)
+{
+	/* One element update: readers see the old identity or the new one,
+	 * which is what makes a policy swap atomic. */
+	return bpf_map_update_elem(dp->map_fd[DP_IDENT], &cgid, id, BPF_ANY) ? -errno : 0;
+}
+
+int datapath__ident_get(struct datapath *dp, uint64_t cgid, struct sl_identity *id)
+{
+	return bpf_map_lookup_elem(dp->map_fd[DP_IDENT], &cgid, id) ? -errno : 0;
+}
+
+int datapath__ident_del(struct datapath *dp, uint64_t cgid)
+{
+	if (bpf_map_delete_elem(dp->map_fd[DP_IDENT], &cgid) && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int datapath__ring_add(struct datapath *dp, uint32_t *slot, int *ring_fd)
+{
+	uint32_t s, inner;
+	int fd;
+
+	fd = bpf_map_create(BPF_MAP_TYPE_RINGBUF, "sl_ring", 0, 0, SL_RING_SIZE, NULL);
+	if (fd < 0)
+		return -errno;
+	for (s = 1; s < SL_MAX_RINGS; s++) {
+		if (!bpf_map_lookup_elem(dp->map_fd[DP_RINGS], &s, &inner))
+			continue;
+		if (!bpf_map_update_elem(dp->map_fd[DP_RINGS], &s, &fd, BPF_NOEXIST)) {
+			*slot = s;
+			*ring_fd = fd;
+			return 0;
+		}
+	}
+	close(fd);
+	pr_err("all %d event ring slots are in use\n", SL_MAX_RINGS - 1);
+	return -ENOSPC;
+}
+
+int datapath__ring_del(struct datapath *dp, uint32_t slot)
+{
+	if (bpf_map_delete_elem(dp->map_fd[DP_RINGS], &slot) && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int datapath__counters(struct datapath *dp, uint32_t ring, uint64_t out[SL_CNT_MAX])
+{
+	int ncpu = libbpf_num_possible_cpus(), c, i;
+	uint64_t *vals;
+
+	if (ncpu <= 0)
+		return ncpu ? ncpu : -EINVAL;
+	vals = calloc(ncpu, sizeof(*vals));
+	if (!vals)
+		return -ENOMEM;
+	for (i = 0; i < SL_CNT_MAX; i++) {
+		uint32_t idx = ring * SL_CNT_MAX + i;
+
+		out[i] = 0;
+		if (bpf_map_lookup_elem(dp->map_fd[DP_COUNTERS], &idx, vals)) {
+			int err = -errno;
+
+			free(vals);
+			return err;
+		}
+		for (c = 0; c < ncpu; c++)
+			out[i] += vals[c];
+	}
+	free(vals);
+	return 0;
+}
+
+int datapath__set_info(struct datapath *dp, uint32_t set_id, struct sl_set_info *info)
+{
+	return bpf_map_lookup_elem(dp->map_fd[DP_SETS], &set_id, info) ? -errno : 0;
+}
+
+int datapath__rule_meta(struct datapath *dp, uint32_t set_id, uint32_t rule_id,
+			struct sl_rule_meta *meta)
+{
+	struct sl_rmeta_key k = { .set_id = set_id, .rule_id = rule_id };
+
+	return bpf_map_lookup_elem(dp->map_fd[DP_RMETA], &k, meta) ? -errno : 0;
+}
+
+int datapath__explain(struct datapath *dp, struct sl_explain_ctx *c)
+{
+	char in[SL_EXPLAIN_OFF + sizeof(*c)] = {}, out[sizeof(in) + 64];
+	LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = in, .data_size_in = sizeof(in),
+		    .data_out = out, .data_size_out = sizeof(out), .repeat = 1);
+	int err;
+
+	/* A dummy IPv6 ethertype so the skb is well formed. */
+	in[12] = 0x86;
+	in[13] = 0xdd;
+	memcpy(in + SL_EXPLAIN_OFF, c, sizeof(*c));
+	err = bpf_prog_test_run_opts(dp->explain_fd, &o);
+	if (err)
+		return -errno;
+	if (o.retval != 0 || o.data_size_out < sizeof(in))
+		return -EIO;
+	memcpy(c, out + SL_EXPLAIN_OFF, sizeof(*c));
+	return 0;
+}
+
+static bool datapath__pid_alive(uint32_t pid)
+{
+	return pid && (kill(pid, 0) == 0 || errno == EPERM);
+}
+
+static bool datapath__ring_used(struct datapath *dp, uint32_t ring, uint64_t except)
+{
+	struct sl_identity id;
+	__u64 key, *prev = NULL;
+
+	while (!bpf_map_get_next_key(dp->map_fd[DP_IDENT], prev, &key)) {
+		prev = &key;
+		if (key != except && !bpf_map_lookup_elem(dp->map_fd[DP_IDENT], &key, &id) &&
+		    id.ring == ring)
+			return true;
+	}
+	return false;
+}
+
+int datapath__gc(struct datapath *dp)
+{
+	__u64 keys[256], key, *prev = NULL;
+	size_t n = 0, i;
+	int removed = 0;
+
+	while (n < 256 && !bpf_map_get_next_key(dp->map_fd[DP_IDENT], prev, &key)) {
+		keys[n++] = key;
+		prev = &keys[n - 1];
+	}
+	for (i = 0; i < n; i++) {
+		char rel[PATH_MAX], abs[PATH_MAX];
+		struct sl_identity id;
+		int pop = 0;
+
+		if (bpf_map_lookup_elem(dp->map_fd[DP_IDENT], &keys[i], &id))
+			continue;
+		if (!id.owner_pid || datapath__pid_alive(id.owner_pid))
+			continue;
+		if (!cgroup__path_of(keys[i], rel, sizeof(rel)) &&
+		    !cgroup__abspath(rel + 1, abs, sizeof(abs)))
+			pop = cgroup__populated(abs);
+		else
+			abs[0] = '\0';
+		if (pop > 0)
+			continue;	/* orphaned but still running: keep enforcing */
+		pr_info("removing identity of cgroup %s left by exited process %u\n",
+			abs[0] ? abs : "(gone)", id.owner_pid);
+		datapath__ident_del(dp, keys[i]);
+		datapath__set_del(dp, id.set_id);
+		if (id.ring && !datapath__ring_used(dp, id.ring, keys[i]))
+			datapath__ring_del(dp, id.ring);
+		if (abs[0] && strstr(abs, "/sluice-run."))
+			rmdir(abs);
+		removed++;
+	}
+	return removed;
+}

@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The BPF datapath: load or adopt, attach, pin, and the map operations
+ * everything else goes through. */
+#ifndef SLUICE_DATAPATH_H
+#define SLUICE_DATAPATH_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <linux/types.h>
+#include "sluice/sluice.h"
+#include "compile.h"
+
+#define SLUICE_DEFAULT_PIN_PATH	"/sys/fs/bpf/sluice"
+#define SLUICE_RUN_DIR		"/run/sluice"
+
+enum dp_map {
+	DP_IDENT, DP_RULES, DP_SK, DP_RINGS, DP_COUNTERS,
+	DP_RMETA, DP_SETS, DP_FQDN, DP_META, DP_MAP_N,
+};
+
+/* Program and link names as pinned: link_<name> and prog_explain. */
+enum dp_prog {
+	DP_SOCK_CREATE, DP_CONNECT4, DP_CONNECT6, DP_SENDMSG4, DP_SENDMSG6,
+	DP_SOCKOPS, DP_PROG_ATTACHED_N,
+};
+
+struct datapath_opts {
+	const char *pin_path;		/* NULL: SLUICE_DEFAULT_PIN_PATH */
+	const char *cgroup_root;	/* absolute; NULL: the cgroup2 mount */
+	bool observe_all;
+	bool no_load;			/* adopt only; -ENOENT if not loaded */
+};
+
+struct datapath {
+	char pin_path[PATH_MAX];
+	char cgroup_root[PATH_MAX];
+	int map_fd[DP_MAP_N];
+	int explain_fd;
+	bool loaded_here;		/* we loaded the programs (vs adopted) */
+	int users_fd;			/* shared flock while we use the pins */
+	struct sluice_bpf *skel;
+};
+
+int datapath__open(struct datapath *dp, const struct datapath_opts *opts);
+/* Drop our use; if nobody else uses the pins and no identity is left,
+ * detach and unpin everything. */
+void datapath__release(struct datapath *dp);
+/* Detach and unpin everything at PIN_PATH, whoever uses it. */
+int datapath__destroy(const char *pin_path);
+bool datapath__pinned(const char *pin_path);
+
+/* Write C as a new set; returns its id in *set_id. The set is not used by
+ * anybody until an identity points at it. */
+int datapath__set_add(struct datapath *dp, const struct compiled *c, const char *policies,
+		      uint32_t *set_id);
+/* Remove every entry of SET_ID (rules, names, info). */
+int datapath__set_del(struct datapath *dp, uint32_t set_id);
+int datapath__ident_put(struct datapath *dp, uint64_t cgid, const struct sl_identity *id);
+int datapath__ident_get(struct datapath *dp, uint64_t cgid, struct sl_identity *id);
+int datapath__ident_del(struct datapath *dp, uint64_t cgid);
+/* Create a ring buffer and put it in a free slot of sl_rings. */
+int datapath__ring_add(struct datapath *dp, uint32_t *slot, int *ring_fd);
+int datapath__ring_del(struct datapath *dp, uint32_t slot);
+/* Sum of the per-CPU counters of RING. */
+int datapath__counters(struct datapath *dp, uint32_t ring, uint64_t out[SL_CNT_MAX]);
+int datapath__set_info(struct datapath *dp, uint32_t set_id, struct sl_set_info *info);
+int datapath__rule_meta(struct datapath *dp, uint32_t set_id, uint32_t rule_id,
+			struct sl_rule_meta *meta);
+/* Run the kernel's own decision for C (see sl_explain in the BPF code). */
+int datapath__explain(struct datapath *dp, struct sl_explain_ctx *c);
+/* Remove identities whose registering process is gone and whose cgroup
+ * is empty or gone, with their sets and rings. Returns how many. */
+int datapath__gc(struct datapath *dp);
+
+extern const char *const datapath_map_names[DP_MAP_N];
+extern const char *const datapath_prog_names[DP_PROG_ATTACHED_N];
+
+#endif

@@ -1,0 +1,422 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Flow records. Rendering is hand-written rather than built with cJSON
+ * trees: it runs once per kernel event and must keep up with the ring.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include "cgroup.h"
+#include "datapath.h"
+#include "events.h"
+#include "policy.h"
+
+#define NAMES_BUCKETS 1024
+
+struct name_ent {
+	struct name_ent *next;
+	uint64_t key;		/* set << 32 | rule, or cgroup id */
+	int kind;		/* 0 rule, 1 set, 2 cgroup */
+	struct sl_rule_meta meta;
+	char text[256];		/* set: policies; cgroup: path */
+};
+
+struct events_names {
+	struct name_ent *b[NAMES_BUCKETS];
+	size_t n;
+};
+
+static unsigned int names__hash(uint64_t key, int kind)
+{
+	key ^= (uint64_t)kind * 0x9e3779b97f4a7c15ULL;
+	key *= 0xff51afd7ed558ccdULL;
+	return (key >> 40) % NAMES_BUCKETS;
+}
+
+static struct name_ent *names__find(struct events_names *n, uint64_t key, int kind)
+{
+	struct name_ent *e;
+
+	for (e = n->b[names__hash(key, kind)]; e; e = e->next)
+		if (e->key == key && e->kind == kind)
+			return e;
+	return NULL;
+}
+
+static void names__clear(struct events_names *n)
+{
+	for (size_t i = 0; i < NAMES_BUCKETS; i++) {
+		while (n->b[i]) {
+			struct name_ent *e = n->b[i];
+
+			n->b[i] = e->next;
+			free(e);
+		}
+	}
+	n->n = 0;
+}
+
+static struct name_ent *names__add(struct events_names *n, uint64_t key, int kind)
+{
+	struct name_ent *e = names__find(n, key, kind);
+	unsigned int h;
+
+	if (e)
+		return e;
+	/* Bounded: a long-running reader sees many cgroups come and go. */
+	if (n->n >= 65536)
+		names__clear(n);
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	h = names__hash(key, kind);
+	e->key = key;
+	e->kind = kind;
+	e->next = n->b[h];
+	n->b[h] = e;
+	n->n++;
+	return e;
+}
+
+int events__render_init(struct events_render *r, struct datapath *dp, const char *node)
+{
+	struct timespec rt, mono;
+
+	memset(r, 0, sizeof(*r));
+	r->dp = dp;
+	if (node)
+		snprintf(r->node, sizeof(r->node), "%s", node);
+	else if (gethostname(r->node, sizeof(r->node) - 1))
+		snprintf(r->node, sizeof(r->node), "unknown");
+	/* Kernel timestamps are CLOCK_MONOTONIC: convert with one offset
+	 * taken now (a later clock step shifts what we print, not order). */
+	clock_gettime(CLOCK_REALTIME, &rt);
+	clock_gettime(CLOCK_MONOTONIC, &mono);
+	r->mono_to_real_ns = ((int64_t)rt.tv_sec - mono.tv_sec) * 1000000000LL +
+			     (rt.tv_nsec - mono.tv_nsec);
+	r->names = calloc(1, sizeof(*r->names));
+	return r->names ? 0 : -ENOMEM;
+}
+
+void events__render_free(struct events_render *r)
+{
+	if (!r->names)
+		return;
+	names__clear(r->names);
+	free(r->names);
+	r->names = NULL;
+}
+
+int events__names_add_set(struct events_render *r, uint32_t set_id, const char *policies)
+{
+	struct name_ent *e = names__add(r->names, set_id, 1);
+
+	if (!e)
+		return -ENOMEM;
+	snprintf(e->text, sizeof(e->text), "%s", policies ? policies : "");
+	return 0;
+}
+
+int events__names_add_rule(struct events_render *r, uint32_t set_id, uint32_t rule_id,
+			   const struct sl_rule_meta *meta)
+{
+	struct name_ent *e = names__add(r->names, (uint64_t)set_id << 32 | rule_id, 0);
+
+	if (!e)
+		return -ENOMEM;
+	e->meta = *meta;
+	return 0;
+}
+
+static const struct sl_rule_meta *events__rule(struct events_render *r, uint32_t set_id,
+					       uint32_t rule_id)
+{
+	uint64_t key = (uint64_t)set_id << 32 | rule_id;
+	struct name_ent *e = names__find(r->names, key, 0);
+	struct sl_rule_meta meta;
+
+	if (e)
+		return &e->meta;
+	if (!r->dp || datapath__rule_meta(r->dp, set_id, rule_id, &meta))
+		return NULL;
+	e = names__add(r->names, key, 0);
+	if (!e)
+		return NULL;
+	e->meta = meta;
+	return &e->meta;
+}
+
+static const char *events__set_policies(struct events_render *r, uint32_t set_id)
+{
+	struct name_ent *e = names__find(r->names, set_id, 1);
+	struct sl_set_info info;
+
+	if (e)
+		return e->text;
+	if (!r->dp || datapath__set_info(r->dp, set_id, &info))
+		return NULL;
+	e = names__add(r->names, set_id, 1);
+	if (!e)
+		return NULL;
+	snprintf(e->text, sizeof(e->text), "%s", info.policies);
+	return e->text;
+}
+
+static const char *events__cgroup_path(struct events_render *r, uint64_t id)
+{
+	struct name_ent *e = names__find(r->names, id, 2);
+	char p[PATH_MAX];
+
+	if (e)
+		return e->text[0] ? e->text : NULL;
+	e = names__add(r->names, id, 2);
+	if (!e)
+		return NULL;
+	/* A cgroup gone before we read its event keeps no name; the id
+	 * still identifies it. */
+	if (!cgroup__path_of(id, p, sizeof(p)))
+		snprintf(e->text, sizeof(e->text), "%s", p);
+	return e->text[0] ? e->text : NULL;
+}
+
+void events__format_time(int64_t mono_to_real_ns, uint64_t ts_ns, char *buf, size_t len)
+{
+	int64_t t = (int64_t)ts_ns + mono_to_real_ns;
+	time_t sec = t / 1000000000LL;
+	struct tm tm;
+	size_t n;
+
+	gmtime_r(&sec, &tm);
+	n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, len - n, ".%09lldZ", (long long)(t % 1000000000LL));
+}
+
+static bool events__is_mapped(const uint8_t a[16])
+{
+	static const uint8_t pfx[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+	return !memcmp(a, pfx, sizeof(pfx));
+}
+
+void events__format_addr(const uint8_t addr[16], uint16_t port, int v4, char *buf, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN];
+
+	if (v4 && events__is_mapped(addr)) {
+		inet_ntop(AF_INET, addr + 12, ip, sizeof(ip));
+		snprintf(buf, len, "%s:%u", ip, port);
+	} else {
+		inet_ntop(AF_INET6, addr, ip, sizeof(ip));
+		snprintf(buf, len, "[%s]:%u", ip, port);
+	}
+}
+
+const char *events__type_name(uint8_t type)
+{
+	switch (type) {
+	case SL_EV_SOCK_CREATE: return "sock_create";
+	case SL_EV_CONNECT: return "connect";
+	case SL_EV_SENDMSG: return "sendmsg";
+	case SL_EV_ESTABLISHED: return "established";
+	case SL_EV_CLOSE: return "close";
+	default: return "unknown";
+	}
+}
+
+const char *events__verdict_name(uint8_t verdict)
+{
+	switch (verdict) {
+	case SL_VERDICT_ALLOW: return "allow";
+	case SL_VERDICT_DENY: return "deny";
+	case SL_VERDICT_AUDIT: return "audit";
+	default: return "unknown";
+	}
+}
+
+const char *events__reserved_rule(uint32_t rule_id)
+{
+	switch (rule_id) {
+	case SL_RULE_DEFAULT_DENY: return "default-deny";
+	case SL_RULE_LOOPBACK: return "loopback";
+	case SL_RULE_UNGOVERNED: return "ungoverned";
+	case SL_RULE_RAW_SOCKET: return "raw-socket";
+	default: return NULL;
+	}
+}
+
+/* A bounded JSON writer: on overflow it remembers and the caller fails. */
+struct jw {
+	char *p;
+	size_t len, off;
+	bool overflow;
+};
+
+static void jw_raw(struct jw *w, const char *s, size_t n)
+{
+	if (w->off + n >= w->len) {
+		w->overflow = true;
+		return;
+	}
+	memcpy(w->p + w->off, s, n);
+	w->off += n;
+	w->p[w->off] = '\0';
+}
+
+static void jw_lit(struct jw *w, const char *s)
+{
+	jw_raw(w, s, strlen(s));
+}
+
+static void jw_fmt(struct jw *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void jw_fmt(struct jw *w, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (w->overflow)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(w->p + w->off, w->len - w->off, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= w->len - w->off)
+		w->overflow = true;
+	else
+		w->off += n;
+}
+
+static void jw_str(struct jw *w, const char *s, size_t max)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i;
+
+	jw_raw(w, "\"", 1);
+	for (i = 0; i < max && s[i]; i++) {
+		unsigned char c = s[i];
+		char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+
+		if (c == '"' || c == '\\') {
+			char e2[2] = { '\\', (char)c };
+
+			jw_raw(w, e2, 2);
+		} else if (c < 0x20 || c == 0x7f) {
+			jw_raw(w, esc, 6);
+		} else {
+			jw_raw(w, (const char *)&c, 1);
+		}
+	}
+	jw_raw(w, "\"", 1);
+}
+
+static void jw_key_str(struct jw *w, const char *key, const char *val)
+{
+	jw_fmt(w, ",\"%s\":", key);
+	if (val)
+		jw_str(w, val, SIZE_MAX);
+	else
+		jw_lit(w, "null");
+}
+
+static const char *events__proto_name(uint8_t p)
+{
+	switch (p) {
+	case 6: return "tcp";
+	case 17: return "udp";
+	case 132: return "sctp";
+	case 1: return "icmp";
+	case 58: return "icmpv6";
+	case 255: return "raw";
+	default: return NULL;
+	}
+}
+
+int events__render(struct events_render *r, const struct sl_event *ev, char *buf, size_t len)
+{
+	struct jw w = { .p = buf, .len = len };
+	const struct sl_rule_meta *meta = NULL;
+	const char *policy = NULL, *rule, *cgpath, *proto;
+	char t[64], a[64];
+	bool v4 = ev->family == AF_INET;
+	bool governed = ev->ident_cgid != 0;
+
+	rule = events__reserved_rule(ev->rule_id);
+	if (!rule) {
+		meta = events__rule(r, ev->set_id, ev->rule_id);
+		rule = meta ? meta->rule : NULL;
+		policy = meta ? meta->policy : NULL;
+	}
+	if (!policy && governed)
+		policy = events__set_policies(r, ev->set_id);
+
+	events__format_time(r->mono_to_real_ns, ev->ts_ns, t, sizeof(t));
+	jw_lit(&w, "{\"time\":\"");
+	jw_lit(&w, t);
+	jw_lit(&w, "\"");
+	jw_key_str(&w, "node", r->node);
+	jw_key_str(&w, "type", events__type_name(ev->type));
+	jw_key_str(&w, "verdict", events__verdict_name(ev->verdict));
+	jw_key_str(&w, "mode", !governed ? "observe" : ev->audit ? "audit" : "enforce");
+	jw_key_str(&w, "policy", policy && *policy ? policy : NULL);
+	jw_key_str(&w, "rule", rule);
+	jw_key_str(&w, "class", meta ? policy__class_name(meta->class) :
+		   ev->class ? policy__class_name(ev->class) : NULL);
+
+	cgpath = ev->cgroup_id ? events__cgroup_path(r, ev->cgroup_id) : NULL;
+	jw_lit(&w, ",\"workload\":{\"cgroup\":");
+	if (cgpath)
+		jw_str(&w, cgpath, SIZE_MAX);
+	else
+		jw_lit(&w, "null");
+	jw_fmt(&w, ",\"cgroup_id\":%llu", (unsigned long long)ev->cgroup_id);
+	if (governed && ev->ident_cgid != ev->cgroup_id)
+		jw_fmt(&w, ",\"identity_cgroup_id\":%llu", (unsigned long long)ev->ident_cgid);
+	jw_lit(&w, "}");
+
+	if (ev->pid) {
+		jw_fmt(&w, ",\"process\":{\"pid\":%u,\"tid\":%u,\"comm\":", ev->pid, ev->tid);
+		jw_str(&w, ev->comm, sizeof(ev->comm));
+		jw_fmt(&w, ",\"uid\":%u}", ev->uid);
+	} else {
+		jw_lit(&w, ",\"process\":null");
+	}
+
+	proto = events__proto_name(ev->protocol);
+	jw_fmt(&w, ",\"socket\":{\"cookie\":%llu,\"family\":\"%s\",\"protocol\":",
+	       (unsigned long long)ev->cookie, v4 ? "ipv4" : ev->family == AF_INET6 ? "ipv6" : "other");
+	if (proto)
+		jw_fmt(&w, "\"%s\"", proto);
+	else
+		jw_fmt(&w, "%u", ev->protocol);
+	if (ev->type == SL_EV_SOCK_CREATE)
+		jw_lit(&w, ",\"type\":\"raw\"");
+	jw_lit(&w, "}");
+
+	switch (ev->type) {
+	case SL_EV_ESTABLISHED:
+	case SL_EV_CLOSE:
+		jw_key_str(&w, "direction", ev->sock_type ? "in" : "out");
+		events__format_addr(ev->saddr, ev->sport, v4, a, sizeof(a));
+		jw_key_str(&w, "src", a);
+		events__format_addr(ev->daddr, ev->dport, v4, a, sizeof(a));
+		jw_key_str(&w, "dst", a);
+		if (ev->type == SL_EV_CLOSE)
+			jw_fmt(&w, ",\"bytes_sent\":%llu,\"bytes_received\":%llu,\"duration_ns\":%llu",
+			       (unsigned long long)ev->bytes_sent,
+			       (unsigned long long)ev->bytes_received,
+			       (unsigned long long)ev->duration_ns);
+		break;
+	case SL_EV_CONNECT:
+	case SL_EV_SENDMSG:
+		events__format_addr(ev->daddr, ev->dport, v4, a, sizeof(a));
+		jw_key_str(&w, "dst", a);
+		break;
+	}
+	jw_lit(&w, "}");
+	return w.overflow ? -ENOSPC : (int)w.off;
+}
