@@ -99,8 +99,12 @@ static __always_inline int sl_sock_addr(struct bpf_sock_addr *ctx, const __u8 *d
 		sl_decide(set_id, daddr, dport, proto, id->flags & SL_IDF_AUDIT, &d);
 	}
 
-	if (tag && type == SL_EV_CONNECT)
+	if (tag && type == SL_EV_CONNECT) {
 		sl_tag_task(tag);
+		tag->set_id = set_id;
+		tag->rule_id = d.rule_id;
+		tag->class = d.class;
+	}
 	sl_count(ring, sl_verdict_counter(d.verdict));
 
 	ev = sl_event_reserve(ring);
@@ -216,9 +220,14 @@ int sl_sock_create(struct bpf_sock *sk)
 
 static __always_inline void sl_ops_addrs(struct bpf_sock_ops *ctx, struct sl_event *ev)
 {
+	__u32 rport;
+
 	ev->family = ctx->family;
 	ev->sport = (__u16)ctx->local_port;			/* host order */
-	ev->dport = bpf_ntohl(ctx->remote_port) >> 16;	/* network order */
+	/* remote_port is the __be16 shifted into the upper half since
+	 * kernel 5.x; older kernels left it in the lower. */
+	rport = ctx->remote_port;
+	ev->dport = bpf_ntohs((__u16)(rport >> 16 ? rport >> 16 : rport));
 	if (ctx->family == AF_INET) {
 		sl_v4_mapped(ev->saddr, ctx->local_ip4);
 		sl_v4_mapped(ev->daddr, ctx->remote_ip4);
@@ -246,7 +255,9 @@ static __always_inline void sl_ops_event(struct bpf_sock_ops *ctx, struct sl_sk_
 	ev->type = type;
 	ev->verdict = SL_VERDICT_ALLOW;
 	ev->ident_cgid = tag->ident_cgid;
-	ev->set_id = id->set_id;
+	ev->set_id = tag->set_id;
+	ev->rule_id = tag->rule_id;
+	ev->class = tag->class;
 	ev->cgroup_id = tag->cgroup_id;
 	ev->pid = tag->pid;
 	ev->tid = tag->tid;

@@ -566,26 +566,58 @@ int datapath__ident_del(struct datapath *dp, uint64_t cgid)
 	return 0;
 }
 
+/* A slot's counters start from zero for each new reader, so that what it
+ * reads and what the kernel counted can be compared. */
+static void datapath__counters_reset(struct datapath *dp, uint32_t ring)
+{
+	int ncpu = libbpf_num_possible_cpus(), i;
+	uint64_t *zero;
+
+	if (ncpu <= 0 || !(zero = calloc(ncpu, sizeof(*zero))))
+		return;
+	for (i = 0; i < SL_CNT_MAX; i++) {
+		uint32_t idx = ring * SL_CNT_MAX + i;
+
+		bpf_map_update_elem(dp->map_fd[DP_COUNTERS], &idx, zero, BPF_ANY);
+	}
+	free(zero);
+}
+
 int datapath__ring_add(struct datapath *dp, uint32_t *slot, int *ring_fd)
 {
+	int fd, mutex, err = -ENOSPC;
 	uint32_t s, inner;
-	int fd;
 
 	fd = bpf_map_create(BPF_MAP_TYPE_RINGBUF, "sl_ring", 0, 0, SL_RING_SIZE, NULL);
 	if (fd < 0)
 		return -errno;
+	/* fd arrays take BPF_ANY only, so a free slot is claimed under the
+	 * loaders' mutex rather than with BPF_NOEXIST. */
+	mutex = datapath__mutex(dp->pin_path);
+	if (mutex < 0) {
+		close(fd);
+		return mutex;
+	}
 	for (s = 1; s < SL_MAX_RINGS; s++) {
 		if (!bpf_map_lookup_elem(dp->map_fd[DP_RINGS], &s, &inner))
 			continue;
-		if (!bpf_map_update_elem(dp->map_fd[DP_RINGS], &s, &fd, BPF_NOEXIST)) {
-			*slot = s;
-			*ring_fd = fd;
-			return 0;
+		if (bpf_map_update_elem(dp->map_fd[DP_RINGS], &s, &fd, BPF_ANY)) {
+			err = -errno;
+			break;
 		}
+		datapath__counters_reset(dp, s);
+		*slot = s;
+		*ring_fd = fd;
+		close(mutex);
+		return 0;
 	}
+	close(mutex);
 	close(fd);
-	pr_err("all %d event ring slots are in use\n", SL_MAX_RINGS - 1);
-	return -ENOSPC;
+	if (err == -ENOSPC)
+		pr_err("all %d event ring slots are in use\n", SL_MAX_RINGS - 1);
+	else
+		pr_err("cannot install an event ring: %s\n", strerror(-err));
+	return err;
 }
 
 int datapath__ring_del(struct datapath *dp, uint32_t slot)

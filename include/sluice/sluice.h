@@ -142,6 +142,10 @@ struct sl_sk_tag {
 	__u32 tid;
 	__u32 uid;
 	char comm[SL_COMM_LEN];
+	__u32 set_id;		/* the verdict at connect, for lifecycle records */
+	__u32 rule_id;
+	__u8 class;
+	__u8 _pad[7];
 };
 #define SL_SKS_TRACKED		(1U << 0)	/* established event sent */
 #define SL_SKS_FIN_OUT		(1U << 1)	/* we sent a FIN */
@@ -251,7 +255,7 @@ _Static_assert(sizeof(struct sl_lpm_key) == 24, "sl_lpm_key");
 _Static_assert(sizeof(struct sl_port_entry) == 12, "sl_port_entry");
 _Static_assert(sizeof(struct sl_lpm_val) == 8 + 12 * SL_MAX_PORT_ENTRIES, "sl_lpm_val");
 _Static_assert(sizeof(struct sl_identity) == 16, "sl_identity");
-_Static_assert(sizeof(struct sl_sk_tag) == 72, "sl_sk_tag");
+_Static_assert(sizeof(struct sl_sk_tag) == 88, "sl_sk_tag");
 _Static_assert(sizeof(struct sl_rmeta_key) == 8, "sl_rmeta_key");
 _Static_assert(sizeof(struct sl_rule_meta) == 136, "sl_rule_meta");
 _Static_assert(sizeof(struct sl_set_info) == 152, "sl_set_info");
