@@ -189,10 +189,14 @@ int sl_sock_create(struct bpf_sock *sk)
 		return 1;
 
 	tag = bpf_sk_storage_get(&sl_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (tag)
+	if (tag) {
 		tag->ident_cgid = ident;
-	else
+		/* A listener's creator is what its accepted sockets (clones
+		 * of this tag) report: they never connect. */
+		sl_tag_task(tag);
+	} else {
 		sl_count(id->ring, SL_CNT_TAG_FAIL);
+	}
 
 	if (sk->type != SOCK_RAW)
 		return 1;

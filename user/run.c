@@ -46,7 +46,6 @@ struct run {
 	/* state */
 	struct pol_set pols;
 	struct fqdn_cache *fqdn;
-	struct fqdn_resolver_conf resolvers;
 	struct datapath dp;
 	bool dp_open;
 	char cg_path[PATH_MAX];
@@ -192,8 +191,6 @@ static int run__apply(struct run *r)
 {
 	const struct pol_doc **docs = NULL;
 	struct compile_input in = {
-		.resolvers = r->resolvers.servers,
-		.nresolvers = r->resolvers.nservers,
 		.resolve = run__fqdn_cb,
 		.resolve_ctx = r->fqdn,
 	};
@@ -204,6 +201,7 @@ static int run__apply(struct run *r)
 	size_t i;
 	int err;
 
+	fqdn__resolvers(r->fqdn, &in.resolvers, &in.nresolvers);
 	docs = calloc(r->pols.ndocs + 1, sizeof(*docs));
 	if (!docs)
 		return -ENOMEM;
@@ -531,15 +529,10 @@ int run__main(int argc, char **argv)
 	sigaddset(&mask, SIGHUP);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 
-	err = fqdn__parse_resolv_conf(r.resolv_conf ? r.resolv_conf : "/etc/resolv.conf",
-				      &r.resolvers);
-	if (err && r.resolv_conf) {
-		pr_err("cannot read %s: %s\n", r.resolv_conf, strerror(-err));
-		goto out;
-	}
 	r.fqdn = fqdn__new(r.resolv_conf, 0, 0);
 	if (!r.fqdn) {
-		pr_err("cannot set up the resolver: %s\n", strerror(errno));
+		pr_err("cannot set up the resolver from %s: %s\n",
+		       r.resolv_conf ? r.resolv_conf : "/etc/resolv.conf", strerror(errno));
 		goto out;
 	}
 
