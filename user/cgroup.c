@@ -47,17 +47,23 @@ int cgroup__mount(char *buf, size_t len)
 int cgroup__abspath(const char *path, char *buf, size_t len)
 {
 	char mnt[PATH_MAX];
+	size_t mlen;
 	int err;
 
-	if (path[0] == '/') {
+	err = cgroup__mount(mnt, sizeof(mnt));
+	if (err)
+		return err;
+	mlen = strlen(mnt);
+	/* A full path under the mount is kept; anything else, "/a/b" as
+	 * /proc/PID/cgroup shows it included, is below the mount. */
+	if (!strncmp(path, mnt, mlen) && (path[mlen] == '/' || !path[mlen])) {
 		if (snprintf(buf, len, "%s", path) >= (int)len)
 			return -ENAMETOOLONG;
 		return 0;
 	}
-	err = cgroup__mount(mnt, sizeof(mnt));
-	if (err)
-		return err;
-	if (snprintf(buf, len, "%s/%s", mnt, path) >= (int)len)
+	while (*path == '/')
+		path++;
+	if (snprintf(buf, len, "%s%s%s", mnt, *path ? "/" : "", path) >= (int)len)
 		return -ENAMETOOLONG;
 	return 0;
 }

@@ -10,8 +10,8 @@
 
 /* The cgroup2 mount point, from /proc/self/mountinfo (cached). */
 int cgroup__mount(char *buf, size_t len);
-/* Absolute path of PATH: absolute paths are kept, others are taken below
- * the cgroup2 mount. */
+/* Absolute path of PATH: a path under the cgroup2 mount is kept, any
+ * other ("/a/b" as in /proc/PID/cgroup, or "a/b") is taken below it. */
 int cgroup__abspath(const char *path, char *buf, size_t len);
 /* The cgroup id (kernfs inode number) of an absolute cgroup path. */
 int cgroup__id(const char *abspath, uint64_t *id);

@@ -92,6 +92,7 @@ int main(int argc, char **argv)
 	size_t c;
 
 	log__init_libbpf();
+	log__set_level(LOG_INFO);
 	while (i < argc && argv[i][0] == '-') {
 		if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) {
 			log__set_level(LOG_DEBUG);

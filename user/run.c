@@ -59,7 +59,7 @@ struct run {
 	bool registered;
 	struct events_render render;
 	FILE *events;
-	uint64_t nevents, nwrite_fail;
+	uint64_t nevents, nwrite_fail, nreported, nunreported;
 	pid_t child;
 	int child_status;
 	bool child_done;
@@ -274,7 +274,7 @@ static void run__reload(struct run *r)
 		return;
 	}
 	policy__set_free(&old);
-	pr_info("policies reloaded (set %u)\n", r->set_id);
+	fprintf(stderr, "sluice: policies reloaded (set %u)\n", r->set_id);
 }
 
 static void run__report_deny(struct run *r, const struct sl_event *ev)
@@ -308,8 +308,16 @@ static int run__on_event(void *ctx, void *data, size_t size)
 		return 0;
 	r->nevents++;
 	if (!r->events) {
-		if (ev->verdict != SL_VERDICT_ALLOW)
+		/* A command that retries a refused connect in a loop must not
+		 * turn stderr into the bottleneck: tell the first few. */
+		if (ev->verdict == SL_VERDICT_ALLOW)
+			return 0;
+		if (r->nreported < 20) {
 			run__report_deny(r, ev);
+			r->nreported++;
+		} else {
+			r->nunreported++;
+		}
 		return 0;
 	}
 	n = events__render(&r->render, ev, buf, sizeof(buf) - 1);
@@ -477,6 +485,9 @@ static void run__cleanup(struct run *r)
 			 (unsigned long long)cnt[SL_CNT_ALLOW], (unsigned long long)cnt[SL_CNT_DENY],
 			 (unsigned long long)cnt[SL_CNT_AUDIT], (unsigned long long)r->nevents);
 	}
+	if (r->nunreported)
+		fprintf(stderr, "sluice: %llu more refusal(s) not shown (use --events)\n",
+			(unsigned long long)r->nunreported);
 	if (r->nwrite_fail)
 		pr_warn("%llu event(s) could not be written to %s\n",
 			(unsigned long long)r->nwrite_fail, r->events_path);
