@@ -57,7 +57,10 @@ struct compiled {
 	size_t nrules;
 	struct compile_fqdn *fqdns;
 	size_t nfqdns;
-	uint32_t flags;			/* SL_IDF_AUDIT if any selecting doc is audit */
+	uint32_t flags;			/* SL_IDF_AUDIT if every selecting doc is audit
+					 * (enforce wins; see compile.c) */
+	size_t nskipped_services;	/* service peers left out: they need
+					 * --kubernetes; the caller may warn */
 };
 
 /* Build the entries of one set from IN. Returns 0, or -errno with a
