@@ -147,7 +147,20 @@ static int push(void **v, size_t *n, size_t *cap, size_t size)
 /* ------------------------------------------------------------------ */
 /* Rules and their port entries                                         */
 
-static int rule__add(struct cbuild *b, const char *policy, const char *name, uint8_t class,
+/* Cut to fit: "namespace/name" may exceed sl_rule_meta.policy (63); the
+ * map field is fixed by the kernel ABI. */
+static void str_copy(char *dst, size_t size, const char *src)
+{
+	size_t len = strlen(src);
+
+	if (len >= size)
+		len = size - 1;
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
+/* B->pents is sized by the caller: growing it per rule is quadratic. */
+static void rule__add(struct cbuild *b, const char *policy, const char *name, uint8_t class,
 		     uint8_t action, const struct pol_port *ports, size_t nports)
 {
 	struct compiled *o = b->out;
@@ -155,14 +168,10 @@ static int rule__add(struct cbuild *b, const char *policy, const char *name, uin
 	struct compile_rule *r = &o->rules[o->nrules++];
 	struct rinfo *ri = &b->rinfo[idx];
 	size_t need = nports ? nports : 1;
-	struct pent *pv = realloc(b->pents, (b->npents + need) * sizeof(*pv));
 
-	if (!pv)
-		return -ENOMEM;
-	b->pents = pv;
 	r->rule_id = SL_RULE_FIRST + idx;
-	snprintf(r->meta.policy, sizeof(r->meta.policy), "%s", policy);
-	snprintf(r->meta.rule, sizeof(r->meta.rule), "%s", name ? name : "");
+	str_copy(r->meta.policy, sizeof(r->meta.policy), policy);
+	str_copy(r->meta.rule, sizeof(r->meta.rule), name ? name : "");
 	r->meta.class = class;
 	r->meta.action = action;
 	ri->first = b->npents;
@@ -187,7 +196,6 @@ static int rule__add(struct cbuild *b, const char *policy, const char *name, uin
 			p->e.proto = ports[i].proto;
 		}
 	}
-	return 0;
 }
 
 static int item__add(struct cbuild *b, const uint8_t addr[SL_ADDR_LEN], unsigned int bits,
@@ -445,13 +453,13 @@ static int prefixes__build(struct cbuild *b)
 {
 	size_t u = 0;
 
+	if (!b->nitems)
+		return 0;
 	qsort(b->items, b->nitems, sizeof(*b->items), item__cmp);
 	for (size_t i = 0; i < b->nitems; i++)
 		if (!u || item__cmp(&b->items[i], &b->items[u - 1]))
 			b->items[u++] = b->items[i];
 	b->nitems = u;
-	if (!b->nitems)
-		return 0;
 	if (!(b->pfx = calloc(b->nitems, sizeof(*b->pfx))))
 		return -ENOMEM;
 	for (size_t i = 0; i < b->nitems;) {
@@ -639,35 +647,38 @@ static int collect(struct cbuild *b)
 	const struct compile_input *in = b->in;
 	struct compiled *o = b->out;
 	bool dns = in->ndocs && in->nresolvers;
-	size_t nrules = 0;
+	size_t nrules = 0, npents = 0;
 	uint32_t rule = 0;
 	int err;
 
 	for (size_t d = 0; d < in->ndocs; d++) {
-		nrules += in->docs[d]->negress;
-		if (in->docs[d]->dns_deny)
+		const struct pol_doc *doc = in->docs[d];
+
+		nrules += doc->negress;
+		for (size_t r = 0; r < doc->negress; r++)
+			npents += doc->egress[r].nports ? doc->egress[r].nports : 1;
+		if (doc->dns_deny)
 			dns = false;
 	}
 	nrules += dns;
+	npents += 2 * dns;
 	o->rules = calloc(nrules ? nrules : 1, sizeof(*o->rules));
 	b->rinfo = calloc(nrules ? nrules : 1, sizeof(*b->rinfo));
-	if (!o->rules || !b->rinfo)
+	b->pents = calloc(npents ? npents : 1, sizeof(*b->pents));
+	if (!o->rules || !b->rinfo || !b->pents)
 		return -ENOMEM;
 
 	/* Rule ids are dense, in document then rule order. */
 	for (size_t d = 0; d < in->ndocs; d++) {
 		const struct pol_doc *doc = in->docs[d];
-		char id[SL_NAME_LEN * 2];
+		char id[320];	/* 63 + 1 + 253 */
 
 		policy__doc_id(doc, id, sizeof(id));
 		for (size_t r = 0; r < doc->negress; r++) {
 			const struct pol_rule *pr = &doc->egress[r];
 
-			err = rule__add(b, id, pr->name, pr->class,
-					pr->deny ? SL_ACTION_DENY : SL_ACTION_ALLOW,
-					pr->ports, pr->nports);
-			if (err)
-				return err;
+			rule__add(b, id, pr->name, pr->class,
+				  pr->deny ? SL_ACTION_DENY : SL_ACTION_ALLOW, pr->ports, pr->nports);
 		}
 	}
 	if (dns) {
@@ -676,9 +687,7 @@ static int collect(struct cbuild *b)
 			{ .port = 53, .end_port = 53, .proto = SL_PROTO_TCP },
 		};
 
-		err = rule__add(b, "(implicit)", "dns", SL_CLASS_DNS, SL_ACTION_ALLOW, p53, 2);
-		if (err)
-			return err;
+		rule__add(b, "(implicit)", "dns", SL_CLASS_DNS, SL_ACTION_ALLOW, p53, 2);
 	}
 
 	err = names__resolve(b);

@@ -143,19 +143,26 @@ oom:
 /* ------------------------------------------------------------------ */
 /* Diagnostics                                                          */
 
+/* struct pol_diags has no capacity field: it is implied, the next power
+ * of two, so a file with 100k errors does not cost 100k reallocs. */
 static int diags__add(struct pol_diags *d, const char *file, int line, int col, char *msg)
 {
-	struct pol_diag *v = realloc(d->v, (d->n + 1) * sizeof(*v));
 	char *f = strdup(file);
 
-	if (!v || !f) {
+	if (f && !(d->n & (d->n - 1))) {
+		struct pol_diag *v = realloc(d->v, (d->n ? d->n * 2 : 1) * sizeof(*v));
+
 		if (v)
 			d->v = v;
-		free(f);
+		else {
+			free(f);
+			f = NULL;
+		}
+	}
+	if (!f) {
 		free(msg);
 		return -ENOMEM;
 	}
-	d->v = v;
 	d->v[d->n++] = (struct pol_diag){ .file = f, .line = line, .col = col, .msg = msg };
 	return 0;
 }
