@@ -2063,14 +2063,15 @@ int policy__parse_file(const char *path, struct pol_set *set, struct pol_diags *
 
 	err = file__read(path, &buf, &len);
 	if (err) {
+		int r;
+
 		if (err == -EFBIG)
-			err = asprintf(&msg, "cannot read: larger than %lu MiB", MAX_FILE_SIZE >> 20);
+			r = asprintf(&msg, "cannot read: larger than %lu MiB", MAX_FILE_SIZE >> 20);
 		else
-			err = asprintf(&msg, "cannot read: %s", strerror(-err));
-		free(buf);
-		if (err < 0 || diags__add(diags, path, 0, 0, msg))
+			r = asprintf(&msg, "cannot read: %s", strerror(-err));
+		if (r < 0 || diags__add(diags, path, 0, 0, msg))
 			return -ENOMEM;
-		return -EIO;
+		return err;
 	}
 	err = policy__parse_buf(path, buf ? buf : "", len, set, diags);
 	free(buf);

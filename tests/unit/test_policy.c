@@ -715,7 +715,7 @@ static void test_fixtures(void **state)
 	free(got);
 
 	got = parse_fixture("no-such-file.yaml", &set, &rc);
-	assert_int_equal(rc, -EIO);
+	assert_int_equal(rc, -ENOENT);
 	assert_diags_in(got, "no-such-file.yaml", "no-such-file.yaml: cannot read: No such "
 			"file or directory\n");
 	free(got);
