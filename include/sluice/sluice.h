@@ -25,7 +25,7 @@
 #define SL_COMM_LEN		16
 #define SL_MAX_IDENTITIES	65536
 #define SL_MAX_LPM_ENTRIES	262144
-#define SL_MAX_RULES		65536
+#define SL_MAX_RULES		262144
 #define SL_MAX_SETS		4096
 
 /* prefixlen of an LPM key counts the set id too: 32 + address bits, with
