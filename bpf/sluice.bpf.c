@@ -9,6 +9,8 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 #include "sluice/sluice.h"
 #include "lib/maps.h"
 #include "lib/identity.h"
@@ -363,6 +365,72 @@ int sl_sockops(struct bpf_sock_ops *ctx)
 		break;
 	}
 	return 1;
+}
+
+/* NAME (NUL-terminated, at most SL_NAME_MAX bytes) is PREFIX*SUFFIX. */
+static __always_inline bool sl_glob_match(const char *name, __u32 len, const struct sl_glob *g)
+{
+	__u32 plen = g->plen, slen = g->slen;
+
+	if (plen > SL_GLOB_PART_LEN || slen > SL_GLOB_PART_LEN || plen + slen > len)
+		return false;
+	for (__u32 i = 0; i < SL_GLOB_PART_LEN; i++) {
+		if (i >= plen)
+			break;
+		if (name[i & (SL_NAME_MAX - 1)] != g->prefix[i])
+			return false;
+	}
+	for (__u32 i = 0; i < SL_GLOB_PART_LEN; i++) {
+		if (i >= slen)
+			break;
+		if (name[(len - slen + i) & (SL_NAME_MAX - 1)] != g->suffix[i])
+			return false;
+	}
+	return true;
+}
+
+/*
+ * A cgroup is being created. If its parent has patterns and its name
+ * matches one, register it now: the runtime can only put a process in it
+ * after mkdir returns, so its first socket already meets its policy.
+ */
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(sl_cgroup_mkdir, struct cgroup *cgrp, const char *path)
+{
+	char name[SL_NAME_MAX] = {};
+	struct sl_globs *globs;
+	__u64 parent, id;
+	int len;
+
+	parent = BPF_CORE_READ(cgrp, self.parent, cgroup, kn, id);
+	globs = bpf_map_lookup_elem(&sl_globs, &parent);
+	if (!globs)
+		return 0;
+	id = BPF_CORE_READ(cgrp, kn, id);
+	len = bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(cgrp, kn, name));
+	if (len <= 1 || len >= SL_NAME_MAX)
+		return 0;
+	len--;	/* without the NUL */
+	for (int i = 0; i < SL_MAX_GLOBS; i++) {
+		if (i >= globs->n)
+			break;
+		if (!sl_glob_match(name, len, &globs->g[i]))
+			continue;
+		bpf_map_update_elem(&sl_ident, &id, &globs->g[i].ident, BPF_NOEXIST);
+		break;
+	}
+	return 0;
+}
+
+/* A removed cgroup's identity goes with it: nothing grows without bound,
+ * whoever registered it. */
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(sl_cgroup_rmdir, struct cgroup *cgrp, const char *path)
+{
+	__u64 id = BPF_CORE_READ(cgrp, kn, id);
+
+	bpf_map_delete_elem(&sl_ident, &id);
+	return 0;
 }
 
 /*

@@ -36,13 +36,15 @@
 const char *const datapath_map_names[DP_MAP_N] = {
 	[DP_IDENT] = "sl_ident", [DP_RULES] = "sl_rules", [DP_SK] = "sl_sk",
 	[DP_RINGS] = "sl_rings", [DP_COUNTERS] = "sl_counters", [DP_RMETA] = "sl_rmeta",
-	[DP_SETS] = "sl_sets", [DP_FQDN] = "sl_fqdn", [DP_META] = "sl_meta",
+	[DP_SETS] = "sl_sets", [DP_FQDN] = "sl_fqdn", [DP_GLOBS] = "sl_globs",
+	[DP_META] = "sl_meta",
 };
 
 const char *const datapath_prog_names[DP_PROG_ATTACHED_N] = {
 	[DP_SOCK_CREATE] = "sock_create", [DP_CONNECT4] = "connect4",
 	[DP_CONNECT6] = "connect6", [DP_SENDMSG4] = "sendmsg4",
 	[DP_SENDMSG6] = "sendmsg6", [DP_SOCKOPS] = "sockops",
+	[DP_CGROUP_MKDIR] = "cgroup_mkdir", [DP_CGROUP_RMDIR] = "cgroup_rmdir",
 };
 
 static struct bpf_program *datapath__skel_prog(struct sluice_bpf *skel, enum dp_prog p)
@@ -54,6 +56,8 @@ static struct bpf_program *datapath__skel_prog(struct sluice_bpf *skel, enum dp_
 	case DP_SENDMSG4: return skel->progs.sl_sendmsg4;
 	case DP_SENDMSG6: return skel->progs.sl_sendmsg6;
 	case DP_SOCKOPS: return skel->progs.sl_sockops;
+	case DP_CGROUP_MKDIR: return skel->progs.sl_cgroup_mkdir;
+	case DP_CGROUP_RMDIR: return skel->progs.sl_cgroup_rmdir;
 	default: return NULL;
 	}
 }
@@ -222,7 +226,10 @@ static int datapath__load(struct datapath *dp, const struct datapath_opts *opts)
 		datapath__pin_file(dp->pin_path, "link_", datapath_prog_names[i], p, sizeof(p));
 		if (datapath__exists(p))
 			continue;
-		link = bpf_program__attach_cgroup(datapath__skel_prog(skel, i), cgfd);
+		if (i == DP_CGROUP_MKDIR || i == DP_CGROUP_RMDIR)
+			link = bpf_program__attach(datapath__skel_prog(skel, i));
+		else
+			link = bpf_program__attach_cgroup(datapath__skel_prog(skel, i), cgfd);
 		if (!link) {
 			err = -errno;
 			pr_err("failed to attach %s to %s: %s\n", datapath_prog_names[i],

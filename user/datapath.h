@@ -16,13 +16,15 @@
 
 enum dp_map {
 	DP_IDENT, DP_RULES, DP_SK, DP_RINGS, DP_COUNTERS,
-	DP_RMETA, DP_SETS, DP_FQDN, DP_META, DP_MAP_N,
+	DP_RMETA, DP_SETS, DP_FQDN, DP_GLOBS, DP_META, DP_MAP_N,
 };
 
 /* Program and link names as pinned: link_<name> and prog_explain. */
 enum dp_prog {
 	DP_SOCK_CREATE, DP_CONNECT4, DP_CONNECT6, DP_SENDMSG4, DP_SENDMSG6,
-	DP_SOCKOPS, DP_PROG_ATTACHED_N,
+	DP_SOCKOPS,
+	DP_CGROUP_MKDIR, DP_CGROUP_RMDIR,	/* tp_btf, not cgroup attachments */
+	DP_PROG_ATTACHED_N,
 };
 
 struct datapath_opts {

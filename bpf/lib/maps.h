@@ -91,6 +91,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_fqdn SEC(".maps");
 
+/* Parent cgroup -> patterns of children the kernel registers at mkdir. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct sl_globs);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_globs SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

@@ -74,6 +74,8 @@ enum sl_rule_id {
 
 /* sl_identity.flags */
 #define SL_IDF_AUDIT		(1U << 0)	/* mode audit: report, never refuse */
+#define SL_IDF_DAEMON		(1U << 1)	/* registered by sluiced (reconciled on restart) */
+#define SL_IDF_KERNEL		(1U << 2)	/* registered by sl_cgroup_mkdir from a glob */
 
 enum sl_counter {
 	SL_CNT_ALLOW = 0,
@@ -218,6 +220,29 @@ struct sl_event {
 	char comm[SL_COMM_LEN];
 };
 
+/* sl_globs: cgroup id of a parent -> patterns for its direct children.
+ * A cgroup created below the parent whose name is PREFIX*SUFFIX gets the
+ * pattern's identity from the kernel at mkdir time, before any process can
+ * be put in it; userspace confirms or corrects it afterwards. */
+#define SL_GLOB_PART_LEN	32
+#define SL_MAX_GLOBS		4
+#define SL_NAME_MAX		64	/* cgroup names longer than this never match */
+
+struct sl_glob {
+	char prefix[SL_GLOB_PART_LEN];
+	char suffix[SL_GLOB_PART_LEN];
+	__u8 plen;
+	__u8 slen;
+	__u8 _pad[6];
+	struct sl_identity ident;
+};
+
+struct sl_globs {
+	__u32 n;		/* patterns used, most specific first */
+	__u32 _pad;
+	struct sl_glob g[SL_MAX_GLOBS];
+};
+
 /* sl_meta[0]: what the pinned datapath is attached to, for adopters. */
 struct sl_meta {
 	__u64 attach_cgid;	/* cgroup the programs are attached to */
@@ -225,7 +250,7 @@ struct sl_meta {
 	__u32 abi;		/* SL_ABI_VERSION of the loader */
 	__u32 loader_pid;
 };
-#define SL_ABI_VERSION		1
+#define SL_ABI_VERSION		2
 
 /* Request and answer of the test-run program sl_explain, carried at
  * SL_EXPLAIN_OFF in the test packet: userspace fills the request, the kernel
@@ -266,6 +291,8 @@ _Static_assert(sizeof(struct sl_event) == 136, "sl_event");
 
 #ifndef __bpf__
 _Static_assert(sizeof(struct sl_meta) == 24, "sl_meta");
+_Static_assert(sizeof(struct sl_glob) == 88, "sl_glob");
+_Static_assert(sizeof(struct sl_globs) == 8 + 88 * SL_MAX_GLOBS, "sl_globs");
 _Static_assert(sizeof(struct sl_explain_ctx) == 8 * SL_MAX_CGROUP_DEPTH + 48, "sl_explain_ctx");
 #endif
 
