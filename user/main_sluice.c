@@ -6,10 +6,8 @@
 #include "cli.h"
 #include "log.h"
 #include "policy.h"
+#include "version.h"
 
-#ifndef SLUICE_VERSION
-#define SLUICE_VERSION "0.1.0"
-#endif
 
 static void usage(FILE *f)
 {

@@ -1,0 +1,1376 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * sluiced: one epoll loop over the ring buffer, inotify (policy directory
+ * and watched cgroup directories), signals, timers, the HTTP server and the
+ * control socket.
+ *
+ * Everything the kernel enforces is derived by reconcile(): policy files
+ * (last good version of each) x cgroups matching their cgroupPaths ->
+ * policy sets and identities. It runs at start (adopting whatever a
+ * previous daemon left: nothing is detached in between), on every change,
+ * and is idempotent. New cgroups below a glob's parent are registered by
+ * the kernel at mkdir (sl_cgroup_mkdir); reconcile confirms them.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <glob.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <dirent.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <cjson/cJSON.h>
+#include "cgroup.h"
+#include "compile.h"
+#include "control.h"
+#include "daemon.h"
+#include "datapath.h"
+#include "events.h"
+#include "fqdn.h"
+#include "httpd.h"
+#include "log.h"
+#include "policy.h"
+#include "sink.h"
+#include "version.h"
+
+#define RECENT_FLOWS	1024
+#define MAX_FOLLOWERS	16
+#define MAX_WATCHES	1024
+#define HOUSEKEEP_S	10
+
+struct pfile {
+	char *name;		/* file name in the policy directory */
+	struct pol_set good;	/* last good version */
+	bool has_good;
+	char *errors;		/* diagnostics of the last failed load, or NULL */
+	uint64_t loads, failures;
+};
+
+struct set_ent {
+	char *key;		/* the selecting docs' ids, '\n' separated */
+	uint32_t set_id;
+	uint32_t flags;
+	bool used;
+};
+
+struct watch {
+	int wd;
+	char *path;
+};
+
+struct vcount {
+	struct vcount *next;
+	char key[200];		/* policy \x1f rule \x1f class \x1f verdict */
+	uint64_t n;
+};
+
+struct daemon {
+	const struct daemon_opts *o;
+	char mount[PATH_MAX];
+	struct datapath dp;
+	bool dp_open;
+	struct fqdn_cache *fqdn;
+	struct events_render render;
+	struct sink *sink;
+	struct httpd *httpd;
+	struct ring_buffer *rb;
+	int ring_fd;
+	void *ring_cons, *ring_prod;	/* read-only maps of the ring's positions */
+	int epfd, sfd, ifd, tfd_fqdn, tfd_house, ctl_fd;
+	int policy_wd;
+	bool stop, ready, dirty;
+
+	struct pfile *files;
+	size_t nfiles;
+	struct set_ent *sets;
+	size_t nsets;
+	struct watch watches[MAX_WATCHES];
+	size_t nwatches;
+
+	char *recent[RECENT_FLOWS];
+	size_t recent_next;
+	int followers[MAX_FOLLOWERS];
+	size_t nfollowers;
+
+	struct vcount *vcounts[256];
+	uint64_t events_read, events_render_fail, follower_drops;
+	uint64_t policy_load_errors, reconciles, reconcile_errors;
+	uint64_t identities, kernel_identities;
+	uint64_t start_ns;
+};
+
+static uint64_t now_mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+/* ---------------------------------------------------------- policy files */
+
+static bool daemon__policy_name(const char *n)
+{
+	size_t l = strlen(n);
+
+	if (n[0] == '.' || l < 5 || n[l - 1] == '~')
+		return false;
+	return !strcmp(n + l - 5, ".yaml") || (l > 4 && !strcmp(n + l - 4, ".yml")) ||
+	       !strcmp(n + l - 5, ".json");
+}
+
+static struct pfile *daemon__file(struct daemon *d, const char *name, bool create)
+{
+	struct pfile *f;
+	size_t i;
+
+	for (i = 0; i < d->nfiles; i++)
+		if (!strcmp(d->files[i].name, name))
+			return &d->files[i];
+	if (!create)
+		return NULL;
+	f = realloc(d->files, (d->nfiles + 1) * sizeof(*f));
+	if (!f)
+		return NULL;
+	d->files = f;
+	f = &d->files[d->nfiles++];
+	memset(f, 0, sizeof(*f));
+	f->name = strdup(name);
+	return f->name ? f : NULL;
+}
+
+static void daemon__file_drop(struct daemon *d, const char *name)
+{
+	struct pfile *f = daemon__file(d, name, false);
+
+	if (!f)
+		return;
+	pr_info("policy file %s removed: its policies no longer apply\n", name);
+	policy__set_free(&f->good);
+	free(f->errors);
+	free(f->name);
+	*f = d->files[--d->nfiles];
+	d->dirty = true;
+}
+
+static char *daemon__diags_text(const struct pol_diags *diags)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+
+	if (!m)
+		return NULL;
+	policy__print_diags(diags, m);
+	fclose(m);
+	return buf;
+}
+
+/* Parse one file; the file's last good policies stay if it is invalid. */
+static void daemon__file_load(struct daemon *d, const char *name)
+{
+	struct pol_diags diags = {};
+	struct pol_set set = {};
+	char path[PATH_MAX];
+	struct pfile *f;
+	struct stat st;
+	int err;
+
+	snprintf(path, sizeof(path), "%s/%s", d->o->policy_dir, name);
+	if (stat(path, &st) || !S_ISREG(st.st_mode)) {
+		daemon__file_drop(d, name);
+		return;
+	}
+	f = daemon__file(d, name, true);
+	if (!f)
+		return;
+	f->loads++;
+	err = policy__parse_file(path, &set, &diags);
+	if (err) {
+		f->failures++;
+		d->policy_load_errors++;
+		free(f->errors);
+		f->errors = daemon__diags_text(&diags);
+		pr_err("invalid policy file %s%s:\n%s", path,
+		       f->has_good ? " (its last good version stays in force)" : "",
+		       f->errors ? f->errors : "");
+		policy__diags_free(&diags);
+		policy__set_free(&set);
+		return;
+	}
+	policy__diags_free(&diags);
+	free(f->errors);
+	f->errors = NULL;
+	policy__set_free(&f->good);
+	f->good = set;
+	f->has_good = true;
+	d->dirty = true;
+	pr_info("policy file %s: %zu %s loaded\n", name, set.ndocs,
+		set.ndocs == 1 ? "policy" : "policies");
+}
+
+static int daemon__load_dir(struct daemon *d)
+{
+	struct dirent **names;
+	int n, i;
+
+	n = scandir(d->o->policy_dir, &names, NULL, alphasort);
+	if (n < 0) {
+		pr_err("cannot read policy directory %s: %s\n", d->o->policy_dir, strerror(errno));
+		return -errno;
+	}
+	for (i = 0; i < n; i++) {
+		if (daemon__policy_name(names[i]->d_name))
+			daemon__file_load(d, names[i]->d_name);
+		free(names[i]);
+	}
+	free(names);
+	return 0;
+}
+
+/* ---------------------------------------------------------- policy sets */
+
+struct docref {
+	const struct pol_doc *doc;
+	char id[160];
+};
+
+static size_t daemon__docs(struct daemon *d, struct docref **out)
+{
+	struct docref *v = NULL;
+	size_t n = 0, i, j;
+
+	for (i = 0; i < d->nfiles; i++) {
+		struct pol_set *s = &d->files[i].good;
+
+		for (j = 0; j < s->ndocs; j++) {
+			struct docref *nv;
+
+			if (!s->docs[j].ncgroup_paths)
+				continue;	/* podSelector only: Kubernetes mode */
+			nv = realloc(v, (n + 1) * sizeof(*v));
+			if (!nv)
+				continue;
+			v = nv;
+			v[n].doc = &s->docs[j];
+			policy__doc_id(&s->docs[j], v[n].id, sizeof(v[n].id));
+			n++;
+		}
+	}
+	*out = v;
+	return n;
+}
+
+static int daemon__fqdn_cb(void *ctx, const char *fqdn, struct compile_addr **out, size_t *n)
+{
+	return fqdn__resolve_cb(ctx, fqdn, out, n);
+}
+
+/* The set for the docs named in KEY (compiled once per reconcile round). */
+static struct set_ent *daemon__set(struct daemon *d, struct docref *docs, size_t ndocs,
+				   const char *key)
+{
+	const struct pol_doc **sel = NULL;
+	struct compile_input in = { .resolve = daemon__fqdn_cb, .resolve_ctx = d->fqdn };
+	struct compiled c = {};
+	struct set_ent *e;
+	char err[512] = "", policies[128] = "";
+	size_t i, nsel = 0;
+	int rc;
+
+	for (i = 0; i < d->nsets; i++)
+		if (!strcmp(d->sets[i].key, key)) {
+			d->sets[i].used = true;
+			return &d->sets[i];
+		}
+	sel = calloc(ndocs + 1, sizeof(*sel));
+	if (!sel)
+		return NULL;
+	for (i = 0; i < ndocs; i++) {
+		char needle[170];
+
+		snprintf(needle, sizeof(needle), "\n%s\n", docs[i].id);
+		if (!strstr(key, needle))
+			continue;
+		sel[nsel++] = docs[i].doc;
+		snprintf(policies + strlen(policies), sizeof(policies) - strlen(policies), "%s%s",
+			 policies[0] ? "," : "", docs[i].id);
+	}
+	fqdn__resolvers(d->fqdn, &in.resolvers, &in.nresolvers);
+	in.docs = sel;
+	in.ndocs = nsel;
+	rc = compile__build(&in, &c, err, sizeof(err));
+	free(sel);
+	if (rc) {
+		pr_err("cannot compile policies %s: %s\n", policies, err[0] ? err : strerror(-rc));
+		return NULL;
+	}
+	e = realloc(d->sets, (d->nsets + 1) * sizeof(*e));
+	if (!e) {
+		compile__free(&c);
+		return NULL;
+	}
+	d->sets = e;
+	e = &d->sets[d->nsets];
+	memset(e, 0, sizeof(*e));
+	rc = datapath__set_add(&d->dp, &c, policies, &e->set_id);
+	if (!rc) {
+		for (i = 0; i < c.nrules; i++)
+			events__names_add_rule(&d->render, e->set_id, c.rules[i].rule_id,
+					       &c.rules[i].meta);
+		events__names_add_set(&d->render, e->set_id, policies);
+	}
+	e->flags = c.flags | SL_IDF_DAEMON;
+	compile__free(&c);
+	if (rc)
+		return NULL;
+	e->key = strdup(key);
+	e->used = true;
+	d->nsets++;
+	return e;
+}
+
+/* ---------------------------------------------------------- cgroup matching */
+
+struct match {
+	char *path;		/* absolute */
+	uint64_t cgid;
+	char *key;		/* selecting docs, '\n' separated, sorted by doc order */
+};
+
+static void daemon__match_add(struct match **m, size_t *n, const char *path, uint64_t cgid,
+			      const char *id)
+{
+	struct match *v;
+	size_t i;
+
+	for (i = 0; i < *n; i++) {
+		if ((*m)[i].cgid != cgid)
+			continue;
+		char needle[170], *nk;
+
+		snprintf(needle, sizeof(needle), "\n%s\n", id);
+		if (strstr((*m)[i].key, needle))
+			return;
+		if (asprintf(&nk, "%s%s\n", (*m)[i].key, id) < 0)
+			return;
+		free((*m)[i].key);
+		(*m)[i].key = nk;
+		return;
+	}
+	v = realloc(*m, (*n + 1) * sizeof(*v));
+	if (!v)
+		return;
+	*m = v;
+	v[*n].path = strdup(path);
+	v[*n].cgid = cgid;
+	if (asprintf(&v[*n].key, "\n%s\n", id) < 0)
+		v[*n].key = NULL;
+	if (!v[*n].path || !v[*n].key) {
+		free(v[*n].path);
+		free(v[*n].key);
+		return;
+	}
+	(*n)++;
+}
+
+static bool daemon__is_cgroup(const char *path)
+{
+	char p[PATH_MAX];
+
+	snprintf(p, sizeof(p), "%s/cgroup.procs", path);
+	return access(p, F_OK) == 0;
+}
+
+static void daemon__pattern_abs(struct daemon *d, const char *pat, char *buf, size_t len)
+{
+	while (*pat == '/')
+		pat++;
+	snprintf(buf, len, "%s/%s", d->mount, pat);
+}
+
+/* Does the cgroup at ABS (under the mount) match any doc's pattern? */
+static bool daemon__path_selected(struct daemon *d, struct docref *docs, size_t ndocs,
+				  const char *abs)
+{
+	char p[PATH_MAX];
+	size_t i, j;
+
+	for (i = 0; i < ndocs; i++)
+		for (j = 0; j < docs[i].doc->ncgroup_paths; j++) {
+			daemon__pattern_abs(d, docs[i].doc->cgroup_paths[j], p, sizeof(p));
+			if (!fnmatch(p, abs, FNM_PATHNAME))
+				return true;
+		}
+	return false;
+}
+
+/* ---------------------------------------------------------- kernel globs */
+
+struct kglob {
+	uint64_t parent;
+	struct sl_glob g;
+	char key[1024];
+};
+
+/* PAT's parent part has no glob characters and its last component is
+ * PREFIX*SUFFIX: the kernel can match it at mkdir time. */
+static bool daemon__kernel_glob(struct daemon *d, const char *pat, char *parent, size_t plen,
+				struct sl_glob *g)
+{
+	char abs[PATH_MAX], *last, *star;
+
+	daemon__pattern_abs(d, pat, abs, sizeof(abs));
+	last = strrchr(abs, '/');
+	if (!last)
+		return false;
+	*last++ = '\0';
+	if (strpbrk(abs, "*?[") || strpbrk(last, "?[") || !(star = strchr(last, '*')) ||
+	    strchr(star + 1, '*'))
+		return false;
+	memset(g, 0, sizeof(*g));
+	g->plen = star - last;
+	g->slen = strlen(star + 1);
+	if (g->plen > SL_GLOB_PART_LEN || g->slen > SL_GLOB_PART_LEN)
+		return false;
+	memcpy(g->prefix, last, g->plen);
+	memcpy(g->suffix, star + 1, g->slen);
+	snprintf(parent, plen, "%s", abs);
+	return true;
+}
+
+static int kglob_cmp(const void *a, const void *b)
+{
+	const struct kglob *x = a, *y = b;
+
+	if (x->parent != y->parent)
+		return x->parent < y->parent ? -1 : 1;
+	/* most specific first: the kernel takes the first match */
+	return (y->g.plen + y->g.slen) - (x->g.plen + x->g.slen);
+}
+
+static void daemon__apply_globs(struct daemon *d, struct docref *docs, size_t ndocs)
+{
+	struct kglob *kg = NULL;
+	size_t nkg = 0, i, j, k;
+	__u64 key, *prev = NULL, stale[256];
+	size_t nstale = 0;
+
+	for (i = 0; i < ndocs; i++) {
+		for (j = 0; j < docs[i].doc->ncgroup_paths; j++) {
+			struct sl_glob g;
+			char parent[PATH_MAX];
+			uint64_t pid;
+			struct kglob *v;
+
+			if (!daemon__kernel_glob(d, docs[i].doc->cgroup_paths[j], parent,
+						 sizeof(parent), &g) ||
+			    cgroup__id(parent, &pid))
+				continue;
+			for (k = 0; k < nkg; k++)
+				if (kg[k].parent == pid && kg[k].g.plen == g.plen &&
+				    kg[k].g.slen == g.slen && !memcmp(kg[k].g.prefix, g.prefix, g.plen) &&
+				    !memcmp(kg[k].g.suffix, g.suffix, g.slen))
+					break;
+			if (k == nkg) {
+				v = realloc(kg, (nkg + 1) * sizeof(*v));
+				if (!v)
+					continue;
+				kg = v;
+				kg[nkg].parent = pid;
+				kg[nkg].g = g;
+				kg[nkg].key[0] = '\n';
+				kg[nkg].key[1] = '\0';
+				nkg++;
+			}
+			if (!strstr(kg[k].key, docs[i].id))
+				snprintf(kg[k].key + strlen(kg[k].key), sizeof(kg[k].key) - strlen(kg[k].key),
+					 "%s\n", docs[i].id);
+		}
+	}
+	qsort(kg, nkg, sizeof(*kg), kglob_cmp);
+	for (i = 0; i < nkg; i = j) {
+		struct sl_globs v = {};
+
+		for (j = i; j < nkg && kg[j].parent == kg[i].parent; j++) {
+			struct set_ent *s;
+
+			if (v.n == SL_MAX_GLOBS) {
+				pr_warn("more than %d patterns below one cgroup: new cgroups matching the "
+					"others are registered by sluiced, not at mkdir\n", SL_MAX_GLOBS);
+				continue;
+			}
+			s = daemon__set(d, docs, ndocs, kg[j].key);
+			if (!s)
+				continue;
+			v.g[v.n] = kg[j].g;
+			v.g[v.n].ident.set_id = s->set_id;
+			v.g[v.n].ident.flags = (s->flags & ~SL_IDF_DAEMON) | SL_IDF_KERNEL;
+			v.g[v.n].ident.ring = 0;
+			v.g[v.n].ident.owner_pid = getpid();
+			v.n++;
+		}
+		key = kg[i].parent;
+		if (bpf_map_update_elem(d->dp.map_fd[DP_GLOBS], &key, &v, BPF_ANY))
+			pr_warn("cannot write cgroup patterns: %s\n", strerror(errno));
+	}
+	/* parents no longer wanted */
+	while (nstale < 256 && !bpf_map_get_next_key(d->dp.map_fd[DP_GLOBS], prev, &key)) {
+		bool want = false;
+
+		for (i = 0; i < nkg; i++)
+			want |= kg[i].parent == key;
+		if (!want)
+			stale[nstale++] = key;
+		prev = &key;
+		key = key;
+	}
+	for (i = 0; i < nstale; i++)
+		bpf_map_delete_elem(d->dp.map_fd[DP_GLOBS], &stale[i]);
+	free(kg);
+}
+
+/* ---------------------------------------------------------- watches */
+
+static void daemon__watch(struct daemon *d, const char *path)
+{
+	size_t i;
+	int wd;
+
+	for (i = 0; i < d->nwatches; i++)
+		if (!strcmp(d->watches[i].path, path))
+			return;
+	if (d->nwatches == MAX_WATCHES)
+		return;
+	wd = inotify_add_watch(d->ifd, path, IN_CREATE | IN_DELETE | IN_ONLYDIR | IN_DELETE_SELF);
+	if (wd < 0)
+		return;
+	d->watches[d->nwatches].wd = wd;
+	d->watches[d->nwatches].path = strdup(path);
+	d->nwatches++;
+}
+
+/* Directories whose new children may match: every directory matched by a
+ * proper prefix of a pattern, or the nearest existing ancestor of one. */
+static void daemon__update_watches(struct daemon *d, struct docref *docs, size_t ndocs)
+{
+	size_t i, j, k;
+
+	for (i = 0; i < ndocs; i++)
+		for (j = 0; j < docs[i].doc->ncgroup_paths; j++) {
+			char abs[PATH_MAX], pre[PATH_MAX];
+			size_t mlen = strlen(d->mount);
+
+			daemon__pattern_abs(d, docs[i].doc->cgroup_paths[j], abs, sizeof(abs));
+			for (k = mlen; abs[k]; k++) {
+				glob_t g;
+				size_t m;
+
+				if (abs[k] != '/' && abs[k + 1])
+					continue;
+				if (abs[k] != '/')
+					continue;
+				memcpy(pre, abs, k);
+				pre[k] = '\0';
+				if (!pre[0])
+					continue;
+				if (glob(pre, GLOB_ONLYDIR | GLOB_NOSORT, NULL, &g) == 0) {
+					for (m = 0; m < g.gl_pathc; m++)
+						daemon__watch(d, g.gl_pathv[m]);
+					globfree(&g);
+				}
+			}
+			daemon__watch(d, d->mount);
+		}
+}
+
+/* ---------------------------------------------------------- reconcile */
+
+static int daemon__reconcile(struct daemon *d)
+{
+	struct docref *docs = NULL;
+	struct match *m = NULL;
+	size_t ndocs, nm = 0, i, j;
+	__u64 key, *prev = NULL;
+	__u64 stale[1024];
+	size_t nstale = 0;
+	uint64_t kernel = 0, total = 0;
+	int err = 0;
+
+	d->dirty = false;
+	d->reconciles++;
+	for (i = 0; i < d->nsets; i++)
+		d->sets[i].used = false;
+	ndocs = daemon__docs(d, &docs);
+
+	/* 1. cgroups selected by each pattern */
+	for (i = 0; i < ndocs; i++) {
+		for (j = 0; j < docs[i].doc->ncgroup_paths; j++) {
+			char abs[PATH_MAX];
+			glob_t g;
+			size_t k;
+
+			daemon__pattern_abs(d, docs[i].doc->cgroup_paths[j], abs, sizeof(abs));
+			if (glob(abs, GLOB_ONLYDIR | GLOB_NOSORT, NULL, &g))
+				continue;
+			for (k = 0; k < g.gl_pathc; k++) {
+				uint64_t id;
+
+				if (!daemon__is_cgroup(g.gl_pathv[k]) || cgroup__id(g.gl_pathv[k], &id))
+					continue;
+				daemon__match_add(&m, &nm, g.gl_pathv[k], id, docs[i].id);
+			}
+			globfree(&g);
+		}
+	}
+
+	/* 2. patterns the kernel applies at mkdir (before the identities, so
+	 * a cgroup created during this round is covered either way) */
+	daemon__apply_globs(d, docs, ndocs);
+
+	/* 3. identities: new set first, then one update flips it */
+	for (i = 0; i < nm; i++) {
+		struct sl_identity want = {}, have;
+		struct set_ent *s = daemon__set(d, docs, ndocs, m[i].key);
+
+		if (!s) {
+			err = -EINVAL;
+			continue;
+		}
+		want.set_id = s->set_id;
+		want.flags = s->flags;
+		want.ring = 0;
+		want.owner_pid = getpid();
+		if (!datapath__ident_get(&d->dp, m[i].cgid, &have) &&
+		    !memcmp(&have, &want, sizeof(want)))
+			continue;
+		if (datapath__ident_put(&d->dp, m[i].cgid, &want)) {
+			pr_err("cannot register %s: %s\n", m[i].path, strerror(errno));
+			err = -errno;
+		}
+	}
+
+	/* 4. identities of ours that nothing selects any more. One created
+	 * by the kernel since step 1 still matches a pattern and stays. */
+	while (nstale < 1024 && !bpf_map_get_next_key(d->dp.map_fd[DP_IDENT], prev, &key)) {
+		struct sl_identity id;
+		bool want = false;
+
+		prev = &key;
+		if (datapath__ident_get(&d->dp, key, &id))
+			continue;
+		total++;
+		if (!(id.flags & (SL_IDF_DAEMON | SL_IDF_KERNEL)))
+			continue;	/* sluice run's */
+		if (id.flags & SL_IDF_KERNEL)
+			kernel++;
+		for (i = 0; i < nm && !want; i++)
+			want = m[i].cgid == key;
+		if (!want) {
+			char rel[PATH_MAX], abs[PATH_MAX];
+
+			if (!cgroup__path_of(key, rel, sizeof(rel)) &&
+			    !cgroup__abspath(rel, abs, sizeof(abs)) &&
+			    daemon__path_selected(d, docs, ndocs, abs))
+				want = true;
+		}
+		if (!want)
+			stale[nstale++] = key;
+	}
+	for (i = 0; i < nstale; i++)
+		datapath__ident_del(&d->dp, stale[i]);
+	d->identities = total - nstale;
+	d->kernel_identities = kernel;
+
+	/* 5. sets nobody points at: ours from earlier rounds, and those of a
+	 * previous daemon that the adoption above has replaced */
+	for (i = 0; i < d->nsets;) {
+		if (d->sets[i].used) {
+			i++;
+			continue;
+		}
+		datapath__set_del(&d->dp, d->sets[i].set_id);
+		free(d->sets[i].key);
+		d->sets[i] = d->sets[--d->nsets];
+	}
+	{
+		__u32 sk, *sprev = NULL, dead[256];
+		size_t ndead = 0;
+		struct sl_set_info si;
+
+		while (ndead < 256 && !bpf_map_get_next_key(d->dp.map_fd[DP_SETS], sprev, &sk)) {
+			sprev = &sk;
+			if (bpf_map_lookup_elem(d->dp.map_fd[DP_SETS], &sk, &si) ||
+			    si.owner_pid == (uint32_t)getpid() ||
+			    (kill(si.owner_pid, 0) == 0 || errno == EPERM))
+				continue;
+			dead[ndead++] = sk;
+		}
+		for (i = 0; i < ndead; i++) {
+			bool used = false;
+			struct sl_identity id;
+
+			prev = NULL;
+			while (!used && !bpf_map_get_next_key(d->dp.map_fd[DP_IDENT], prev, &key)) {
+				prev = &key;
+				used = !datapath__ident_get(&d->dp, key, &id) && id.set_id == dead[i];
+			}
+			if (!used)
+				datapath__set_del(&d->dp, dead[i]);
+		}
+	}
+
+	daemon__update_watches(d, docs, ndocs);
+	for (i = 0; i < nm; i++) {
+		free(m[i].path);
+		free(m[i].key);
+	}
+	free(m);
+	free(docs);
+	if (err)
+		d->reconcile_errors++;
+	return err;
+}
+
+/* ---------------------------------------------------------- events */
+
+static void daemon__count_verdict(struct daemon *d, const char *line)
+{
+	cJSON *j = cJSON_Parse(line);
+	const char *f[4] = { "policy", "rule", "class", "verdict" };
+	char key[200] = "";
+	struct vcount *v;
+	unsigned int h = 5381;
+	int i;
+
+	if (!j)
+		return;
+	for (i = 0; i < 4; i++) {
+		cJSON *it = cJSON_GetObjectItem(j, f[i]);
+
+		snprintf(key + strlen(key), sizeof(key) - strlen(key), "%s%s", i ? "\x1f" : "",
+			 cJSON_IsString(it) ? it->valuestring : "");
+	}
+	cJSON_Delete(j);
+	for (i = 0; key[i]; i++)
+		h = h * 33 + (unsigned char)key[i];
+	for (v = d->vcounts[h % 256]; v; v = v->next)
+		if (!strcmp(v->key, key))
+			break;
+	if (!v) {
+		v = calloc(1, sizeof(*v));
+		if (!v)
+			return;
+		snprintf(v->key, sizeof(v->key), "%s", key);
+		v->next = d->vcounts[h % 256];
+		d->vcounts[h % 256] = v;
+	}
+	v->n++;
+}
+
+static void daemon__follower_drop(struct daemon *d, size_t i)
+{
+	close(d->followers[i]);
+	d->followers[i] = d->followers[--d->nfollowers];
+}
+
+static int daemon__on_event(void *ctx, void *data, size_t size)
+{
+	struct daemon *d = ctx;
+	const struct sl_event *ev = data;
+	char buf[2048];
+	size_t i;
+	int n;
+
+	if (size < sizeof(*ev))
+		return 0;
+	d->events_read++;
+	n = events__render(&d->render, ev, buf, sizeof(buf) - 1);
+	if (n < 0) {
+		d->events_render_fail++;
+		return 0;
+	}
+	if (ev->type == SL_EV_CONNECT || ev->type == SL_EV_SENDMSG || ev->type == SL_EV_SOCK_CREATE)
+		daemon__count_verdict(d, buf);
+	if (d->sink)
+		sink__write(d->sink, buf, n);
+	free(d->recent[d->recent_next]);
+	d->recent[d->recent_next] = strndup(buf, n);
+	d->recent_next = (d->recent_next + 1) % RECENT_FLOWS;
+	buf[n] = '\n';
+	for (i = 0; i < d->nfollowers;) {
+		/* A follower that cannot take a line now loses it, counted:
+		 * the ring reader never waits for anybody. */
+		if (send(d->followers[i], buf, n + 1, MSG_DONTWAIT | MSG_NOSIGNAL) != n + 1) {
+			if (errno == EAGAIN) {
+				d->follower_drops++;
+				i++;
+				continue;
+			}
+			daemon__follower_drop(d, i);
+			continue;
+		}
+		i++;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------- control */
+
+static cJSON *daemon__policies_json(struct daemon *d)
+{
+	cJSON *arr = cJSON_CreateArray();
+	size_t i, j;
+
+	for (i = 0; i < d->nfiles; i++) {
+		struct pfile *f = &d->files[i];
+		cJSON *o = cJSON_CreateObject(), *docs = cJSON_AddArrayToObject(o, "policies");
+
+		cJSON_AddStringToObject(o, "file", f->name);
+		cJSON_AddStringToObject(o, "state", f->errors ? (f->has_good ? "error-kept-last-good" :
+							      "error") : "ok");
+		if (f->errors)
+			cJSON_AddStringToObject(o, "errors", f->errors);
+		for (j = 0; j < f->good.ndocs; j++) {
+			const struct pol_doc *doc = &f->good.docs[j];
+			cJSON *p = cJSON_CreateObject(), *cg;
+			char id[160];
+			size_t k;
+
+			cJSON_AddStringToObject(p, "name", policy__doc_id(doc, id, sizeof(id)));
+			cJSON_AddStringToObject(p, "kind", doc->kind == POL_CLUSTER ?
+						"ClusterAgentPolicy" : "AgentPolicy");
+			cJSON_AddStringToObject(p, "mode", doc->mode == POL_AUDIT ? "audit" : "enforce");
+			cJSON_AddNumberToObject(p, "rules", doc->negress);
+			cg = cJSON_AddArrayToObject(p, "cgroupPaths");
+			for (k = 0; k < doc->ncgroup_paths; k++)
+				cJSON_AddItemToArray(cg, cJSON_CreateString(doc->cgroup_paths[k]));
+			if (!doc->ncgroup_paths)
+				cJSON_AddStringToObject(p, "note", "podSelector only: applies with --kubernetes");
+			cJSON_AddItemToArray(docs, p);
+		}
+		cJSON_AddItemToArray(arr, o);
+	}
+	return arr;
+}
+
+static void daemon__send_json(int fd, cJSON *j)
+{
+	char *s = cJSON_PrintUnformatted(j);
+
+	if (s) {
+		if (write(fd, s, strlen(s)) < 0 || write(fd, "\n", 1) < 0) {}
+		free(s);
+	}
+}
+
+static void daemon__control(struct daemon *d)
+{
+	struct timeval tv = { .tv_sec = 1 };
+	char req[1024];
+	cJSON *r, *cmd, *out;
+	ssize_t n;
+	int fd;
+	size_t i;
+
+	fd = accept4(d->ctl_fd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0)
+		return;
+	/* One short request per connection; a client that does not send it
+	 * in time is dropped rather than allowed to stall the loop. */
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	n = read(fd, req, sizeof(req) - 1);
+	if (n <= 0) {
+		close(fd);
+		return;
+	}
+	req[n] = '\0';
+	r = cJSON_Parse(req);
+	cmd = r ? cJSON_GetObjectItem(r, "cmd") : NULL;
+	if (!cJSON_IsString(cmd)) {
+		out = cJSON_CreateObject();
+		cJSON_AddStringToObject(out, "error", "bad request: want {\"cmd\": ...}");
+		daemon__send_json(fd, out);
+		cJSON_Delete(out);
+	} else if (!strcmp(cmd->valuestring, "policies")) {
+		out = cJSON_CreateObject();
+		cJSON_AddStringToObject(out, "policy_dir", d->o->policy_dir);
+		cJSON_AddItemToObject(out, "files", daemon__policies_json(d));
+		daemon__send_json(fd, out);
+		cJSON_Delete(out);
+	} else if (!strcmp(cmd->valuestring, "daemon")) {
+		struct sink_stats ss = {};
+
+		out = cJSON_CreateObject();
+		cJSON_AddNumberToObject(out, "pid", getpid());
+		cJSON_AddNumberToObject(out, "uptime_s", (double)(now_mono() - d->start_ns) / 1e9);
+		cJSON_AddStringToObject(out, "policy_dir", d->o->policy_dir);
+		cJSON_AddBoolToObject(out, "ready", d->ready);
+		cJSON_AddNumberToObject(out, "events_read", (double)d->events_read);
+		cJSON_AddNumberToObject(out, "identities", (double)d->identities);
+		cJSON_AddNumberToObject(out, "policy_load_errors", (double)d->policy_load_errors);
+		if (d->sink) {
+			sink__stats(d->sink, &ss);
+			cJSON_AddNumberToObject(out, "events_written", (double)ss.written);
+			cJSON_AddNumberToObject(out, "events_dropped_sink_full", (double)ss.dropped_full);
+			cJSON_AddNumberToObject(out, "events_dropped_sink_error", (double)ss.dropped_error);
+		}
+		daemon__send_json(fd, out);
+		cJSON_Delete(out);
+	} else if (!strcmp(cmd->valuestring, "flows")) {
+		cJSON *follow = cJSON_GetObjectItem(r, "follow");
+
+		for (i = 0; i < RECENT_FLOWS; i++) {
+			const char *l = d->recent[(d->recent_next + i) % RECENT_FLOWS];
+
+			if (l && (write(fd, l, strlen(l)) < 0 || write(fd, "\n", 1) < 0))
+				break;
+		}
+		if (cJSON_IsTrue(follow) && d->nfollowers < MAX_FOLLOWERS) {
+			fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+			d->followers[d->nfollowers++] = fd;
+			fd = -1;
+		}
+	} else {
+		out = cJSON_CreateObject();
+		cJSON_AddStringToObject(out, "error", "unknown command");
+		daemon__send_json(fd, out);
+		cJSON_Delete(out);
+	}
+	cJSON_Delete(r);
+	if (fd >= 0)
+		close(fd);
+}
+
+/* ---------------------------------------------------------- metrics */
+
+static int daemon__metrics(void *ctx, const struct httpd_request *req, struct httpd_response *resp)
+{
+	struct daemon *d = ctx;
+	uint64_t c[SL_CNT_MAX] = {}, t[SL_CNT_MAX] = {};
+	struct sink_stats ss = {};
+	struct prom p = {};
+	uint32_t r;
+	size_t i;
+
+	for (r = 0; r < SL_MAX_RINGS; r++)
+		if (!datapath__counters(&d->dp, r, c))
+			for (i = 0; i < SL_CNT_MAX; i++)
+				t[i] += c[i];
+	if (d->sink)
+		sink__stats(d->sink, &ss);
+
+	prom__help(&p, "sluice_build_info", "gauge", "Build information.");
+	prom__sample(&p, "sluice_build_info", 1, "version", SLUICE_VERSION, NULL);
+	prom__help(&p, "sluice_verdicts_total", "counter",
+		   "Verdicts seen in the event stream, by policy, rule, class and verdict.");
+	for (i = 0; i < 256; i++) {
+		struct vcount *v;
+
+		for (v = d->vcounts[i]; v; v = v->next) {
+			char k[200], *f[4];
+			int n;
+
+			/* split on \x1f by hand: strtok would merge empty fields */
+			snprintf(k, sizeof(k), "%s", v->key);
+			f[0] = k;
+			for (n = 1; n < 4; n++) {
+				char *sep = f[n - 1] ? strchr(f[n - 1], '\x1f') : NULL;
+
+				f[n] = sep ? sep + 1 : "";
+				if (sep)
+					*sep = '\0';
+			}
+			prom__sample(&p, "sluice_verdicts_total", (double)v->n, "policy", f[0], "rule",
+				     f[1], "class", f[2], "verdict", f[3], NULL);
+		}
+	}
+	prom__help(&p, "sluice_kernel_verdicts_total", "counter",
+		   "Verdicts counted by the kernel (every reader), by verdict.");
+	prom__sample(&p, "sluice_kernel_verdicts_total", (double)t[SL_CNT_ALLOW], "verdict", "allow", NULL);
+	prom__sample(&p, "sluice_kernel_verdicts_total", (double)t[SL_CNT_DENY], "verdict", "deny", NULL);
+	prom__sample(&p, "sluice_kernel_verdicts_total", (double)t[SL_CNT_AUDIT], "verdict", "audit", NULL);
+	prom__help(&p, "sluice_events_lost_total", "counter", "Flow events lost, by reason.");
+	if (!datapath__counters(&d->dp, 0, c)) {
+		prom__sample(&p, "sluice_events_lost_total", (double)c[SL_CNT_EV_LOST_FULL], "reason",
+			     "ring_full", NULL);
+		prom__sample(&p, "sluice_events_lost_total", (double)c[SL_CNT_EV_LOST_NORING], "reason",
+			     "no_reader", NULL);
+	}
+	prom__sample(&p, "sluice_events_lost_total", (double)ss.dropped_full, "reason", "sink_full", NULL);
+	prom__sample(&p, "sluice_events_lost_total", (double)ss.dropped_error, "reason", "sink_error", NULL);
+	prom__sample(&p, "sluice_events_lost_total", (double)d->follower_drops, "reason",
+		     "slow_follower", NULL);
+	prom__sample(&p, "sluice_events_lost_total", (double)d->events_render_fail, "reason",
+		     "render", NULL);
+	prom__help(&p, "sluice_events_read_total", "counter", "Records read from the daemon's ring.");
+	prom__sample(&p, "sluice_events_read_total", (double)d->events_read, (char *)NULL);
+	prom__help(&p, "sluice_ring_fill_bytes", "gauge", "Bytes waiting in the daemon's ring buffer.");
+	if (d->ring_cons && d->ring_prod) {
+		uint64_t cons = __atomic_load_n((uint64_t *)d->ring_cons, __ATOMIC_ACQUIRE);
+		uint64_t prod = __atomic_load_n((uint64_t *)d->ring_prod, __ATOMIC_ACQUIRE);
+
+		prom__sample(&p, "sluice_ring_fill_bytes", (double)(prod - cons), (char *)NULL);
+	}
+	prom__help(&p, "sluice_ring_size_bytes", "gauge", "Size of the daemon's ring buffer.");
+	prom__sample(&p, "sluice_ring_size_bytes", (double)SL_RING_SIZE, (char *)NULL);
+	prom__help(&p, "sluice_policy_load_errors_total", "counter", "Policy files rejected.");
+	prom__sample(&p, "sluice_policy_load_errors_total", (double)d->policy_load_errors, (char *)NULL);
+	prom__help(&p, "sluice_policy_files", "gauge", "Policy files by state.");
+	{
+		uint64_t ok = 0, bad = 0;
+
+		for (i = 0; i < d->nfiles; i++)
+			d->files[i].errors ? bad++ : ok++;
+		prom__sample(&p, "sluice_policy_files", (double)ok, "state", "ok", NULL);
+		prom__sample(&p, "sluice_policy_files", (double)bad, "state", "error", NULL);
+	}
+	prom__help(&p, "sluice_identities", "gauge", "Registered identities.");
+	prom__sample(&p, "sluice_identities", (double)d->identities, (char *)NULL);
+	prom__help(&p, "sluice_reconciles_total", "counter", "Policy reconcile rounds.");
+	prom__sample(&p, "sluice_reconciles_total", (double)d->reconciles, (char *)NULL);
+	return prom__finish(&p, resp);
+}
+
+/* ---------------------------------------------------------- loop */
+
+static void daemon__inotify(struct daemon *d)
+{
+	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n;
+	char *p;
+
+	while ((n = read(d->ifd, buf, sizeof(buf))) > 0) {
+		for (p = buf; p < buf + n;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+
+			p += sizeof(*ev) + ev->len;
+			if (ev->wd == d->policy_wd) {
+				if (!ev->len || !daemon__policy_name(ev->name))
+					continue;
+				if (ev->mask & (IN_DELETE | IN_MOVED_FROM))
+					daemon__file_drop(d, ev->name);
+				else
+					daemon__file_load(d, ev->name);
+				continue;
+			}
+			if (ev->mask & (IN_DELETE_SELF | IN_IGNORED)) {
+				for (size_t i = 0; i < d->nwatches; i++)
+					if (d->watches[i].wd == ev->wd) {
+						free(d->watches[i].path);
+						d->watches[i] = d->watches[--d->nwatches];
+						break;
+					}
+			}
+			/* a cgroup came or went below a watched directory */
+			d->dirty = true;
+		}
+	}
+}
+
+static void daemon__arm_fqdn(struct daemon *d)
+{
+	uint64_t next = fqdn__next_deadline(d->fqdn);
+	struct itimerspec its = {};
+
+	if (next != UINT64_MAX) {
+		its.it_value.tv_sec = next / 1000000000ULL;
+		its.it_value.tv_nsec = next % 1000000000ULL;
+		if (!its.it_value.tv_sec && !its.it_value.tv_nsec)
+			its.it_value.tv_nsec = 1;
+	}
+	timerfd_settime(d->tfd_fqdn, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+static void daemon__add_fd(struct daemon *d, int fd, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.fd = fd };
+
+	epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void daemon__map_ring(struct daemon *d)
+{
+	long page = sysconf(_SC_PAGESIZE);
+
+	d->ring_cons = mmap(NULL, page, PROT_READ, MAP_SHARED, d->ring_fd, 0);
+	d->ring_prod = mmap(NULL, page, PROT_READ, MAP_SHARED, d->ring_fd, page);
+	if (d->ring_cons == MAP_FAILED)
+		d->ring_cons = NULL;
+	if (d->ring_prod == MAP_FAILED)
+		d->ring_prod = NULL;
+}
+
+static int daemon__setup(struct daemon *d)
+{
+	struct datapath_opts dopts = {
+		.pin_path = d->o->pin_path,
+		.cgroup_root = d->o->cgroup_root,
+		.observe_all = d->o->observe_all,
+	};
+	__u32 zero = 0;
+	sigset_t mask;
+	int err;
+
+	d->start_ns = now_mono();
+	if ((err = cgroup__mount(d->mount, sizeof(d->mount)))) {
+		pr_err("no cgroup2 mount found in /proc/self/mountinfo\n");
+		return err;
+	}
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	d->sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	d->epfd = epoll_create1(EPOLL_CLOEXEC);
+	d->ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+	d->tfd_fqdn = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	d->tfd_house = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (d->sfd < 0 || d->epfd < 0 || d->ifd < 0 || d->tfd_fqdn < 0 || d->tfd_house < 0)
+		return -errno;
+
+	d->fqdn = fqdn__new(d->o->resolv_conf, 0, 0);
+	if (!d->fqdn) {
+		pr_err("cannot set up the resolver: %s\n", strerror(errno));
+		return -errno;
+	}
+	if (d->o->events_path) {
+		struct sink_opts so = {
+			.path = d->o->events_path,
+			.max_size = d->o->events_max_size,
+			.keep = d->o->events_keep,
+		};
+
+		if ((err = sink__open(&so, &d->sink))) {
+			pr_err("cannot open event sink %s: %s\n", d->o->events_path, strerror(-err));
+			return err;
+		}
+	}
+	d->ctl_fd = control__listen(d->o->control_path);
+	if (d->ctl_fd < 0) {
+		err = d->ctl_fd;
+		pr_err("cannot listen on %s: %s%s\n", d->o->control_path, strerror(-err),
+		       err == -EADDRINUSE ? " (another sluiced is running)" : "");
+		return err;
+	}
+
+	/* Adopt or load; never detach what is there. */
+	err = datapath__open(&d->dp, &dopts);
+	if (err)
+		return err;
+	d->dp_open = true;
+	if ((err = events__render_init(&d->render, &d->dp, d->o->node)))
+		return err;
+	/* Ring slot 0 is the daemon's; a previous daemon's ring goes with it. */
+	d->ring_fd = bpf_map_create(BPF_MAP_TYPE_RINGBUF, "sl_ring_daemon", 0, 0, SL_RING_SIZE, NULL);
+	if (d->ring_fd < 0 ||
+	    bpf_map_update_elem(d->dp.map_fd[DP_RINGS], &zero, &d->ring_fd, BPF_ANY)) {
+		pr_err("cannot install the daemon's event ring: %s\n", strerror(errno));
+		return -errno;
+	}
+	d->rb = ring_buffer__new(d->ring_fd, daemon__on_event, d, NULL);
+	if (!d->rb)
+		return -errno;
+	daemon__map_ring(d);
+
+	if (d->o->metrics_addr) {
+		char msg[256] = "";
+
+		err = httpd__start(d->o->metrics_addr, &d->httpd, msg, sizeof(msg));
+		if (err) {
+			pr_err("cannot serve metrics on %s: %s\n", d->o->metrics_addr,
+			       msg[0] ? msg : strerror(-err));
+			return err;
+		}
+		httpd__handle(d->httpd, "GET", "/metrics", daemon__metrics, d);
+		daemon__add_fd(d, httpd__fd(d->httpd), EPOLLIN);
+		pr_info("metrics on http://%s/metrics (port %u)\n", d->o->metrics_addr,
+			httpd__port(d->httpd));
+	}
+
+	d->policy_wd = inotify_add_watch(d->ifd, d->o->policy_dir,
+					 IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
+					 IN_ONLYDIR);
+	if (d->policy_wd < 0) {
+		pr_err("cannot watch policy directory %s: %s\n", d->o->policy_dir, strerror(errno));
+		return -errno;
+	}
+	daemon__load_dir(d);
+	daemon__reconcile(d);
+	datapath__gc(&d->dp);
+	d->ready = true;
+	if (d->httpd)
+		httpd__set_ready(d->httpd, true);
+
+	daemon__add_fd(d, d->sfd, EPOLLIN);
+	daemon__add_fd(d, d->ifd, EPOLLIN);
+	daemon__add_fd(d, d->tfd_fqdn, EPOLLIN);
+	daemon__add_fd(d, d->tfd_house, EPOLLIN);
+	daemon__add_fd(d, d->ctl_fd, EPOLLIN);
+	daemon__add_fd(d, ring_buffer__epoll_fd(d->rb), EPOLLIN);
+	{
+		struct itimerspec its = { .it_interval = { HOUSEKEEP_S, 0 }, .it_value = { HOUSEKEEP_S, 0 } };
+
+		timerfd_settime(d->tfd_house, 0, &its, NULL);
+	}
+	daemon__arm_fqdn(d);
+	pr_info("sluiced ready: %zu policy file(s), %llu identities, pins at %s\n", d->nfiles,
+		(unsigned long long)d->identities, d->dp.pin_path);
+	return 0;
+}
+
+static void daemon__loop(struct daemon *d)
+{
+	struct epoll_event evs[16];
+	int n, i, timeout;
+
+	while (!d->stop) {
+		timeout = d->httpd ? httpd__timeout_ms(d->httpd) : -1;
+		if (d->sink && sink__pending(d->sink) && (timeout < 0 || timeout > 50))
+			timeout = 50;
+		n = epoll_wait(d->epfd, evs, 16, timeout);
+		if (n < 0 && errno != EINTR)
+			break;
+		for (i = 0; i < n; i++) {
+			int fd = evs[i].data.fd;
+
+			if (fd == d->sfd) {
+				struct signalfd_siginfo si;
+
+				while (read(d->sfd, &si, sizeof(si)) == sizeof(si)) {
+					if (si.ssi_signo == SIGHUP) {
+						if (d->sink)
+							sink__reopen(d->sink);
+						daemon__load_dir(d);
+						d->dirty = true;
+					} else {
+						d->stop = true;
+					}
+				}
+			} else if (fd == d->ifd) {
+				daemon__inotify(d);
+			} else if (fd == d->tfd_fqdn) {
+				uint64_t x;
+				bool changed = false;
+
+				if (read(fd, &x, sizeof(x)) < 0) {}
+				fqdn__refresh_due(d->fqdn, now_mono(), &changed);
+				if (changed) {
+					/* new addresses: every set is rebuilt and flipped */
+					for (size_t k = 0; k < d->nsets; k++)
+						d->sets[k].key[0] = '\0';
+					d->dirty = true;
+				}
+				daemon__arm_fqdn(d);
+			} else if (fd == d->tfd_house) {
+				uint64_t x;
+
+				if (read(fd, &x, sizeof(x)) < 0) {}
+				datapath__gc(&d->dp);
+				d->dirty = true;
+			} else if (fd == d->ctl_fd) {
+				daemon__control(d);
+			} else if (d->httpd && fd == httpd__fd(d->httpd)) {
+				httpd__run(d->httpd);
+			} else {
+				ring_buffer__consume(d->rb);
+			}
+		}
+		if (d->httpd && n == 0)
+			httpd__run(d->httpd);
+		if (d->dirty)
+			daemon__reconcile(d);
+		if (d->sink)
+			sink__flush(d->sink);
+	}
+}
+
+static void daemon__teardown(struct daemon *d)
+{
+	size_t i;
+	__u32 zero = 0;
+
+	if (d->rb) {
+		ring_buffer__consume(d->rb);
+		ring_buffer__free(d->rb);
+	}
+	if (d->sink) {
+		sink__flush_blocking(d->sink, 2000);
+		sink__close(d->sink);
+	}
+	for (i = 0; i < d->nfollowers; i++)
+		close(d->followers[i]);
+	if (d->httpd)
+		httpd__stop(d->httpd);
+	if (d->ctl_fd > 0) {
+		close(d->ctl_fd);
+		unlink(d->o->control_path);
+	}
+	if (d->dp_open) {
+		if (d->o->detach_on_exit) {
+			pr_info("--detach-on-exit: removing the datapath at %s\n", d->dp.pin_path);
+			datapath__destroy(d->dp.pin_path);
+		} else {
+			/* Enforcement stays: the next sluiced adopts it. Only
+			 * the ring goes, and its events are counted as lost. */
+			bpf_map_delete_elem(d->dp.map_fd[DP_RINGS], &zero);
+			pr_info("exiting; enforcement stays in place (pins at %s)\n", d->dp.pin_path);
+		}
+		datapath__release(&d->dp);
+	}
+	for (i = 0; i < d->nsets; i++)
+		free(d->sets[i].key);
+	free(d->sets);
+	for (i = 0; i < d->nfiles; i++) {
+		policy__set_free(&d->files[i].good);
+		free(d->files[i].errors);
+		free(d->files[i].name);
+	}
+	free(d->files);
+	for (i = 0; i < d->nwatches; i++)
+		free(d->watches[i].path);
+	for (i = 0; i < RECENT_FLOWS; i++)
+		free(d->recent[i]);
+	for (i = 0; i < 256; i++)
+		while (d->vcounts[i]) {
+			struct vcount *v = d->vcounts[i];
+
+			d->vcounts[i] = v->next;
+			free(v);
+		}
+	events__render_free(&d->render);
+	if (d->fqdn)
+		fqdn__free(d->fqdn);
+}
+
+int daemon__run(const struct daemon_opts *opts)
+{
+	struct daemon *d = calloc(1, sizeof(*d));
+	int err;
+
+	if (!d)
+		return 1;
+	d->o = opts;
+	d->ctl_fd = -1;
+	err = daemon__setup(d);
+	if (!err)
+		daemon__loop(d);
+	daemon__teardown(d);
+	free(d);
+	return err ? 1 : 0;
+}

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* sluiced: the node daemon's state and its one event loop. */
+#ifndef SLUICE_DAEMON_H
+#define SLUICE_DAEMON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct daemon_opts {
+	const char *policy_dir;
+	const char *cgroup_root;	/* attach point; NULL: the cgroup2 mount */
+	const char *pin_path;
+	const char *events_path;	/* NULL: no event stream; "-": stdout */
+	uint64_t events_max_size;
+	unsigned int events_keep;
+	const char *metrics_addr;	/* NULL: no HTTP server */
+	const char *control_path;
+	const char *resolv_conf;
+	const char *node;
+	bool observe_all;
+	bool detach_on_exit;
+};
+
+/* Runs until SIGTERM/SIGINT; returns the exit status. */
+int daemon__run(const struct daemon_opts *opts);
+
+#endif

@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* sluiced: the node daemon. Flags in, daemon__run() does the rest. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include "cgroup.h"
+#include "control.h"
+#include "daemon.h"
+#include "datapath.h"
+#include "log.h"
+#include "version.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: sluiced --policy-dir DIR [OPTIONS]\n"
+"\n"
+"The sluice node daemon: compiles the AgentPolicy/ClusterAgentPolicy files in\n"
+"DIR into the kernel's maps for the cgroups their spec.selector.cgroupPaths\n"
+"select, keeps them in sync as files and cgroups change, and streams flow\n"
+"events. Enforcement survives the daemon: a restart adopts the pinned\n"
+"datapath, and SIGTERM leaves it in place unless --detach-on-exit.\n"
+"\n"
+"  --policy-dir DIR        policy files (*.yaml, *.yml, *.json), watched with inotify\n"
+"  --cgroup-root PATH      cgroup the programs are attached to (default: the\n"
+"                          cgroup2 mount, so that every socket is seen)\n"
+"  --pin-path PATH         BPF pin directory (default %s)\n"
+"  --events PATH|-         flow events as JSON lines to PATH or stdout\n"
+"  --events-max-size SIZE  rotate PATH at SIZE bytes (K, M, G suffixes; default 100M,\n"
+"                          0 = never)\n"
+"  --events-keep N         rotated files kept, PATH.1 .. PATH.N (default 5)\n"
+"  --metrics ADDR          serve /metrics, /healthz, /readyz on ADDR\n"
+"                          (e.g. 127.0.0.1:9962, [::1]:9962, :9962)\n"
+"  --control-socket PATH   CLI socket (default %s, mode 0600)\n"
+"  --resolv-conf FILE      resolvers for fqdn rules and the DNS rule\n"
+"  --node NAME             node name in events (default: host name)\n"
+"  --observe-all           events for ungoverned sockets too (rule \"ungoverned\")\n"
+"  --detach-on-exit        remove the datapath on SIGTERM/SIGINT\n"
+"  -v, --verbose           debug output, including libbpf's\n"
+"  --version\n"
+"\n"
+"Signals: SIGTERM, SIGINT stop (flushing events); SIGHUP re-reads the policy\n"
+"directory and reopens the event file (for logrotate).\n",
+		SLUICE_DEFAULT_PIN_PATH, SLUICE_CONTROL_SOCKET);
+}
+
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s || s[0] == '-')
+		return -EINVAL;
+	switch (*end) {
+	case 'K': case 'k': v <<= 10; end++; break;
+	case 'M': case 'm': v <<= 20; end++; break;
+	case 'G': case 'g': v <<= 30; end++; break;
+	}
+	if (*end)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_POLICY_DIR = 1, O_CGROOT, O_PIN, O_EVENTS, O_MAXSIZE, O_KEEP, O_METRICS,
+	       O_CONTROL, O_RESOLV, O_NODE, O_OBSERVE, O_DETACH, O_VERSION, O_HELP };
+	static const struct option opts[] = {
+		{ "policy-dir", required_argument, NULL, O_POLICY_DIR },
+		{ "cgroup-root", required_argument, NULL, O_CGROOT },
+		{ "pin-path", required_argument, NULL, O_PIN },
+		{ "events", required_argument, NULL, O_EVENTS },
+		{ "events-max-size", required_argument, NULL, O_MAXSIZE },
+		{ "events-keep", required_argument, NULL, O_KEEP },
+		{ "metrics", required_argument, NULL, O_METRICS },
+		{ "control-socket", required_argument, NULL, O_CONTROL },
+		{ "resolv-conf", required_argument, NULL, O_RESOLV },
+		{ "node", required_argument, NULL, O_NODE },
+		{ "observe-all", no_argument, NULL, O_OBSERVE },
+		{ "detach-on-exit", no_argument, NULL, O_DETACH },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "version", no_argument, NULL, O_VERSION },
+		{ "help", no_argument, NULL, O_HELP },
+		{},
+	};
+	struct daemon_opts o = {
+		.events_max_size = 100ULL << 20,
+		.events_keep = 5,
+		.control_path = SLUICE_CONTROL_SOCKET,
+	};
+	char root[PATH_MAX];
+	struct stat st;
+	char *end;
+	long v;
+	int c;
+
+	log__init_libbpf();
+	log__set_level(LOG_INFO);
+	while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
+		switch (c) {
+		case O_POLICY_DIR: o.policy_dir = optarg; break;
+		case O_CGROOT: o.cgroup_root = optarg; break;
+		case O_PIN: o.pin_path = optarg; break;
+		case O_EVENTS: o.events_path = optarg; break;
+		case O_MAXSIZE:
+			if (parse_size(optarg, &o.events_max_size)) {
+				fprintf(stderr, "sluiced: --events-max-size: bad size '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case O_KEEP:
+			errno = 0;
+			v = strtol(optarg, &end, 10);
+			if (errno || *end || v < 0 || v > 1000) {
+				fprintf(stderr, "sluiced: --events-keep: want 0..1000, not '%s'\n", optarg);
+				return 2;
+			}
+			o.events_keep = v;
+			break;
+		case O_METRICS: o.metrics_addr = optarg; break;
+		case O_CONTROL: o.control_path = optarg; break;
+		case O_RESOLV: o.resolv_conf = optarg; break;
+		case O_NODE: o.node = optarg; break;
+		case O_OBSERVE: o.observe_all = true; break;
+		case O_DETACH: o.detach_on_exit = true; break;
+		case 'v': log__set_level(LOG_DEBUG); break;
+		case O_VERSION:
+			printf("sluiced %s\n", SLUICE_VERSION);
+			return 0;
+		case 'h':
+		case O_HELP:
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "sluiced: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	if (!o.policy_dir) {
+		fprintf(stderr, "sluiced: --policy-dir is required\n");
+		usage(stderr);
+		return 2;
+	}
+	if (stat(o.policy_dir, &st) || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "sluiced: --policy-dir %s: not a directory\n", o.policy_dir);
+		return 2;
+	}
+	if (o.cgroup_root) {
+		if (cgroup__abspath(o.cgroup_root, root, sizeof(root)) || stat(root, &st)) {
+			fprintf(stderr, "sluiced: --cgroup-root %s: no such cgroup\n", o.cgroup_root);
+			return 2;
+		}
+		o.cgroup_root = root;
+	}
+	if (geteuid() != 0) {
+		fprintf(stderr, "sluiced: needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)\n");
+		return 1;
+	}
+	return daemon__run(&o);
+}
