@@ -9,5 +9,8 @@ int run__main(int argc, char **argv);
 int status__main(int argc, char **argv);
 int explain__main(int argc, char **argv);
 int detach__main(int argc, char **argv);
+int identities__main(int argc, char **argv);
+int policies__main(int argc, char **argv);
+int flows__main(int argc, char **argv);
 
 #endif

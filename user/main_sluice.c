@@ -21,8 +21,12 @@ static void usage(FILE *f)
 "                          run CMD under the policies (root)\n"
 "  policy validate FILE... check policy files (no privileges needed)\n"
 "  status [-o json]        datapath, pins, programs, identities, counters\n"
-"  explain --cgroup PATH DEST:PORT[/tcp|udp] [-o json]\n"
+"  explain --cgroup PATH [--pod-netns] DEST:PORT[/tcp|udp|sctp] [-o json]\n"
 "                          the verdict the kernel would give, and why\n"
+"  identities [-o json]    cgroups under a policy, from the pinned maps\n"
+"  policies [-o json]      the running sluiced's policy files and their state\n"
+"  flows [--follow] [-o json]\n"
+"                          the running sluiced's recent flow records\n"
 "  detach [--pin-path P]   remove the datapath: programs, links, maps\n"
 "  version\n"
 "\n"
@@ -81,6 +85,9 @@ static const struct cmd {
 	{ "status", status__main },
 	{ "explain", explain__main },
 	{ "detach", detach__main },
+	{ "identities", identities__main },
+	{ "policies", policies__main },
+	{ "flows", flows__main },
 	{ "version", version_main },
 };
 

@@ -16,6 +16,7 @@
 #include <cjson/cJSON.h>
 #include "cgroup.h"
 #include "cli.h"
+#include "control.h"
 #include "datapath.h"
 #include "events.h"
 #include "log.h"
@@ -60,6 +61,8 @@ static int json_error(bool json, const char *fmt, ...)
 }
 
 struct common_opts {
+	const char *socket;
+	bool follow;
 	const char *pin_path;
 	const char *cgroup;
 	bool json;
@@ -69,9 +72,11 @@ struct common_opts {
 
 static int parse_common(int argc, char **argv, struct common_opts *o, const char *usage)
 {
-	enum { O_PIN = 1, O_CGROUP, O_POD_NETNS, O_HELP };
+	enum { O_PIN = 1, O_CGROUP, O_POD_NETNS, O_HELP, O_SOCKET, O_FOLLOW };
 	static const struct option opts[] = {
 		{ "pin-path", required_argument, NULL, O_PIN },
+		{ "socket", required_argument, NULL, O_SOCKET },
+		{ "follow", no_argument, NULL, O_FOLLOW },
 		{ "cgroup", required_argument, NULL, O_CGROUP },
 		{ "pod-netns", no_argument, NULL, O_POD_NETNS },
 		{ "output", required_argument, NULL, 'o' },
@@ -82,9 +87,11 @@ static int parse_common(int argc, char **argv, struct common_opts *o, const char
 	int c;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "o:vh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "o:fvh", opts, NULL)) != -1) {
 		switch (c) {
 		case O_PIN: o->pin_path = optarg; break;
+		case O_SOCKET: o->socket = optarg; break;
+		case O_FOLLOW: o->follow = true; break;
 		case O_CGROUP: o->cgroup = optarg; break;
 		case O_POD_NETNS: o->own_netns = true; break;
 		case 'o':
@@ -95,6 +102,7 @@ static int parse_common(int argc, char **argv, struct common_opts *o, const char
 				return -EINVAL;
 			}
 			break;
+		case 'f': o->follow = true; break;
 		case 'v': log__set_level(LOG_DEBUG); break;
 		case 'h':
 		case O_HELP:
@@ -106,6 +114,8 @@ static int parse_common(int argc, char **argv, struct common_opts *o, const char
 		}
 	}
 	o->argi = optind;
+	if (!o->socket)
+		o->socket = SLUICE_CONTROL_SOCKET;
 	if (!o->pin_path)
 		o->pin_path = SLUICE_DEFAULT_PIN_PATH;
 	return 0;
@@ -256,9 +266,46 @@ static cJSON *status_build(struct datapath *dp, const char *pin_path)
 	return doc;
 }
 
+static int collect_line(void *ctx, const char *line)
+{
+	cJSON **out = ctx;
+
+	*out = cJSON_Parse(line);
+	return 1;
+}
+
+/* What the daemon says of itself, if one answers on SOCKET. */
+static void status_add_daemon(cJSON *doc, const char *socket)
+{
+	cJSON *d = NULL;
+
+	if (control__request(socket, "{\"cmd\":\"daemon\"}", collect_line, &d) || !d) {
+		cJSON *n = cJSON_AddObjectToObject(doc, "daemon");
+
+		cJSON_AddBoolToObject(n, "running", false);
+		cJSON_AddStringToObject(n, "socket", socket);
+		cJSON_Delete(d);
+		return;
+	}
+	cJSON_AddBoolToObject(d, "running", true);
+	cJSON_AddStringToObject(d, "socket", socket);
+	cJSON_AddItemToObject(doc, "daemon", d);
+}
+
 static void status_print_table(cJSON *doc)
 {
 	cJSON *d = cJSON_GetObjectItem(doc, "datapath"), *it, *c;
+	cJSON *dm = cJSON_GetObjectItem(doc, "daemon");
+
+	if (cJSON_IsTrue(cJSON_GetObjectItem(dm, "running")))
+		printf("Daemon:     sluiced pid %.0f, up %.0f s, policies from %s, %.0f events read\n",
+		       cJSON_GetObjectItem(dm, "pid")->valuedouble,
+		       cJSON_GetObjectItem(dm, "uptime_s")->valuedouble,
+		       cJSON_GetObjectItem(dm, "policy_dir")->valuestring,
+		       cJSON_GetObjectItem(dm, "events_read")->valuedouble);
+	else
+		printf("Daemon:     not running (no answer on %s)\n",
+		       cJSON_GetObjectItem(dm, "socket")->valuestring);
 
 	printf("Datapath:   loaded, pinned at %s\n",
 	       cJSON_GetObjectItem(d, "pin_path")->valuestring);
@@ -328,6 +375,7 @@ int status__main(int argc, char **argv)
 	if (err)
 		return 1;
 	doc = status_build(&dp, o.pin_path);
+	status_add_daemon(doc, o.socket);
 	if (o.json)
 		print_json(doc);
 	else
@@ -552,5 +600,176 @@ int detach__main(int argc, char **argv)
 		return 1;
 	}
 	printf("detached and unpinned %s\n", o.pin_path);
+	return 0;
+}
+
+int identities__main(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: sluice identities [--pin-path PATH] [-o json]\n\n"
+		"The registered identities (cgroups under a policy) from the pinned maps:\n"
+		"cgroup, policy set, mode, who registered it (sluiced, the kernel at mkdir\n"
+		"from a sluiced pattern, or sluice run).\n";
+	struct common_opts o = {};
+	struct datapath dp;
+	cJSON *doc, *arr, *it;
+
+	if (parse_common(argc, argv, &o, usage))
+		return 2;
+	if (!datapath__pinned(o.pin_path))
+		return json_error(o.json, "no datapath is loaded at %s (start sluiced or sluice run)",
+				  o.pin_path);
+	if (open_pins(&dp, &o))
+		return 1;
+	doc = status_build(&dp, o.pin_path);
+	arr = cJSON_DetachItemFromObject(doc, "identities");
+	cJSON_ArrayForEach(it, arr) {
+		struct sl_identity id;
+		const char *by = "sluice run";
+
+		if (!datapath__ident_get(&dp, (uint64_t)cJSON_GetObjectItem(it, "cgroup_id")->valuedouble,
+					 &id))
+			by = id.flags & SL_IDF_KERNEL ? "kernel (mkdir)" :
+			     id.flags & SL_IDF_DAEMON ? "sluiced" : "sluice run";
+		cJSON_AddStringToObject(it, "registered_by", by);
+	}
+	if (o.json) {
+		print_json(arr);
+	} else {
+		printf("%-40s %-10s %-10s %-7s %-15s %s\n", "CGROUP", "CGROUP ID", "SET", "MODE",
+		       "REGISTERED BY", "POLICIES");
+		cJSON_ArrayForEach(it, arr) {
+			cJSON *cg = cJSON_GetObjectItem(it, "cgroup"), *pol = cJSON_GetObjectItem(it, "policies");
+
+			printf("%-40s %-10.0f %-10.0f %-7s %-15s %s\n",
+			       cJSON_IsString(cg) ? cg->valuestring : "(removed)",
+			       cJSON_GetObjectItem(it, "cgroup_id")->valuedouble,
+			       cJSON_GetObjectItem(it, "set_id")->valuedouble,
+			       cJSON_GetObjectItem(it, "mode")->valuestring,
+			       cJSON_GetObjectItem(it, "registered_by")->valuestring,
+			       pol ? pol->valuestring : "");
+		}
+	}
+	cJSON_Delete(arr);
+	cJSON_Delete(doc);
+	datapath__release(&dp);
+	return 0;
+}
+
+static int no_daemon(bool json, const char *socket, int err)
+{
+	return json_error(json, "no sluiced answers on %s (%s); is it running? (--socket PATH)",
+			  socket, strerror(-err));
+}
+
+int policies__main(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: sluice policies [--socket PATH] [-o json]\n\n"
+		"The policy files of the running sluiced, their state (ok, or the errors of\n"
+		"the last load with the last good version kept), and their policies.\n";
+	struct common_opts o = {};
+	cJSON *doc = NULL, *f, *p;
+	int err;
+
+	if (parse_common(argc, argv, &o, usage))
+		return 2;
+	err = control__request(o.socket, "{\"cmd\":\"policies\"}", collect_line, &doc);
+	if (err || !doc)
+		return no_daemon(o.json, o.socket, err ?: -EIO);
+	if (o.json) {
+		print_json(doc);
+		cJSON_Delete(doc);
+		return 0;
+	}
+	printf("Policy directory: %s\n\n", cJSON_GetObjectItem(doc, "policy_dir")->valuestring);
+	printf("%-28s %-22s %-34s %-8s %-6s %s\n", "FILE", "STATE", "POLICY", "MODE", "RULES",
+	       "CGROUP PATHS");
+	cJSON_ArrayForEach(f, cJSON_GetObjectItem(doc, "files")) {
+		const char *file = cJSON_GetObjectItem(f, "file")->valuestring;
+		const char *state = cJSON_GetObjectItem(f, "state")->valuestring;
+		cJSON *errs = cJSON_GetObjectItem(f, "errors");
+		bool any = false;
+
+		cJSON_ArrayForEach(p, cJSON_GetObjectItem(f, "policies")) {
+			char paths[256] = "";
+			cJSON *cg;
+
+			cJSON_ArrayForEach(cg, cJSON_GetObjectItem(p, "cgroupPaths"))
+				snprintf(paths + strlen(paths), sizeof(paths) - strlen(paths), "%s%s",
+					 paths[0] ? "," : "", cg->valuestring);
+			printf("%-28s %-22s %-34s %-8s %-6.0f %s\n", any ? "" : file, any ? "" : state,
+			       cJSON_GetObjectItem(p, "name")->valuestring,
+			       cJSON_GetObjectItem(p, "mode")->valuestring,
+			       cJSON_GetObjectItem(p, "rules")->valuedouble,
+			       paths[0] ? paths : "(podSelector only)");
+			any = true;
+		}
+		if (!any)
+			printf("%-28s %-22s %s\n", file, state, "-");
+		if (cJSON_IsString(errs))
+			printf("%s", errs->valuestring);
+	}
+	cJSON_Delete(doc);
+	return 0;
+}
+
+struct flows_ctx {
+	bool json;
+};
+
+static int flows_line(void *ctx, const char *line)
+{
+	struct flows_ctx *fc = ctx;
+	cJSON *e;
+
+	if (fc->json) {
+		puts(line);
+		fflush(stdout);
+		return 0;
+	}
+	e = cJSON_Parse(line);
+	if (!e)
+		return 0;
+	{
+		cJSON *proc = cJSON_GetObjectItem(e, "process"), *dst = cJSON_GetObjectItem(e, "dst");
+		cJSON *rule = cJSON_GetObjectItem(e, "rule"), *cg = cJSON_GetObjectItem(
+			cJSON_GetObjectItem(e, "workload"), "cgroup");
+
+		printf("%-30.30s %-11s %-7s %-24s %-16s %-7.0f %-16s %s\n",
+		       cJSON_GetObjectItem(e, "time")->valuestring,
+		       cJSON_GetObjectItem(e, "type")->valuestring,
+		       cJSON_GetObjectItem(e, "verdict")->valuestring,
+		       cJSON_IsString(dst) ? dst->valuestring : "-",
+		       cJSON_IsString(rule) ? rule->valuestring : "-",
+		       cJSON_IsObject(proc) ? cJSON_GetObjectItem(proc, "pid")->valuedouble : 0,
+		       cJSON_IsObject(proc) ? cJSON_GetObjectItem(proc, "comm")->valuestring : "-",
+		       cJSON_IsString(cg) ? cg->valuestring : "-");
+		fflush(stdout);
+	}
+	cJSON_Delete(e);
+	return 0;
+}
+
+int flows__main(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: sluice flows [--follow|-f] [--socket PATH] [-o json]\n\n"
+		"The running sluiced's most recent flow records (up to 1024), then with\n"
+		"--follow new ones as they come. -o json prints the records as JSON lines.\n";
+	struct common_opts o = {};
+	struct flows_ctx fc;
+	int err;
+
+	if (parse_common(argc, argv, &o, usage))
+		return 2;
+	fc.json = o.json;
+	if (!o.json)
+		printf("%-30s %-11s %-7s %-24s %-16s %-7s %-16s %s\n", "TIME", "TYPE", "VERDICT", "DST",
+		       "RULE", "PID", "COMM", "CGROUP");
+	err = control__request(o.socket, o.follow ? "{\"cmd\":\"flows\",\"follow\":true}" :
+			       "{\"cmd\":\"flows\"}", flows_line, &fc);
+	if (err)
+		return no_daemon(o.json, o.socket, err);
 	return 0;
 }
