@@ -307,6 +307,12 @@ static __always_inline void sl_ops_established(struct bpf_sock_ops *ctx, bool pa
 	tag->acked_base = ctx->bytes_acked;
 	tag->recv_base = ctx->bytes_received;
 	tag->state = SL_SKS_TRACKED | (passive ? SL_SKS_PASSIVE : 0);
+	if (passive) {
+		/* no connect decided this socket */
+		tag->set_id = id->set_id;
+		tag->rule_id = SL_RULE_INBOUND;
+		tag->class = SL_CLASS_NONE;
+	}
 	bpf_sock_ops_cb_flags_set(ctx, ctx->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 	sl_count(id->ring, SL_CNT_ESTABLISHED);
 	sl_ops_event(ctx, tag, id, SL_EV_ESTABLISHED);

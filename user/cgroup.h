@@ -21,7 +21,7 @@ int cgroup__ancestry(const char *abspath, uint64_t *ids, size_t max);
 /* Path of a cgroup by id, relative to the mount ("/a/b"), or -ENOENT. */
 int cgroup__path_of(uint64_t id, char *buf, size_t len);
 int cgroup__mkdir(const char *abspath);
-/* Move every process out to PARENT, then remove ABSPATH (and children). */
+/* Kill what is left in ABSPATH (cgroup.kill), then remove it and its children. */
 int cgroup__remove(const char *abspath);
 int cgroup__attach_pid(const char *abspath, pid_t pid);
 /* 1 if the cgroup (or a descendant) has processes, 0 if not, -errno. */

@@ -646,7 +646,8 @@ static int collect(struct cbuild *b)
 {
 	const struct compile_input *in = b->in;
 	struct compiled *o = b->out;
-	bool dns = in->ndocs && in->nresolvers;
+	/* with no document (sluice run without --policy) DNS still works */
+	bool dns = in->nresolvers;
 	size_t nrules = 0, npents = 0;
 	uint32_t rule = 0;
 	int err;

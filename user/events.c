@@ -247,6 +247,7 @@ const char *events__reserved_rule(uint32_t rule_id)
 	case SL_RULE_LOOPBACK: return "loopback";
 	case SL_RULE_UNGOVERNED: return "ungoverned";
 	case SL_RULE_RAW_SOCKET: return "raw-socket";
+	case SL_RULE_INBOUND: return "inbound";
 	default: return NULL;
 	}
 }

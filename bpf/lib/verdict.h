@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* The decision itself: identity -> set -> prefix -> port entry. Shared by
- * the sock_addr entry points and the sl_explain syscall program, so
+ * the sock_addr entry points and the sl_explain test-run program, so
  * `sluice explain` runs this exact code against the live maps. */
 #ifndef SL_BPF_VERDICT_H
 #define SL_BPF_VERDICT_H

@@ -69,6 +69,7 @@ enum sl_rule_id {
 	SL_RULE_LOOPBACK	= 1,	/* loopback inside the workload's own netns */
 	SL_RULE_UNGOVERNED	= 2,	/* no identity: observe-all only */
 	SL_RULE_RAW_SOCKET	= 3,	/* sock_create of a raw socket refused */
+	SL_RULE_INBOUND		= 4,	/* accepted connection: no egress verdict */
 	SL_RULE_FIRST		= 16,
 };
 
@@ -187,8 +188,6 @@ struct sl_fqdn_key {
 
 struct sl_fqdn_val {
 	char names[128];	/* comma separated */
-	__u64 expires_ns;	/* CLOCK_REALTIME of the answer's expiry */
-	__u64 grace_until_ns;	/* kept until then for live connections */
 };
 
 /* Ring buffer record, one per verdict or lifecycle step. */
@@ -285,7 +284,7 @@ _Static_assert(sizeof(struct sl_rmeta_key) == 8, "sl_rmeta_key");
 _Static_assert(sizeof(struct sl_rule_meta) == 136, "sl_rule_meta");
 _Static_assert(sizeof(struct sl_set_info) == 152, "sl_set_info");
 _Static_assert(sizeof(struct sl_fqdn_key) == 20, "sl_fqdn_key");
-_Static_assert(sizeof(struct sl_fqdn_val) == 144, "sl_fqdn_val");
+_Static_assert(sizeof(struct sl_fqdn_val) == 128, "sl_fqdn_val");
 _Static_assert(sizeof(struct sl_event) == 136, "sl_event");
 #endif
 

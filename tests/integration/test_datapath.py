@@ -254,6 +254,7 @@ def test_accepted_socket_inherits_listener_tag(c):
     eq(ev["dst"], client, "peer address")
     eq(ev["process"]["comm"], "sockprobe", "the listener's creator")
     eq(ev["mode"], "enforce", "governed by the listener's identity")
+    eq(ev["rule"], "inbound", "rule of an accepted connection")
 
 
 @suite.test
