@@ -1120,6 +1120,7 @@ static int daemon__setup(struct daemon *d)
 		.pin_path = d->o->pin_path,
 		.cgroup_root = d->o->cgroup_root,
 		.observe_all = d->o->observe_all,
+		.upgrade = true,
 	};
 	__u32 zero = 0;
 	sigset_t mask;
@@ -1174,6 +1175,8 @@ static int daemon__setup(struct daemon *d)
 	if (err)
 		return err;
 	d->dp_open = true;
+	/* The node's datapath outlives the daemon: SIGTERM keeps it. */
+	d->dp.keep = true;
 	if ((err = events__render_init(&d->render, &d->dp, d->o->node)))
 		return err;
 	/* Ring slot 0 is the daemon's; a previous daemon's ring goes with it. */

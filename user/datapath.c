@@ -273,6 +273,107 @@ out:
 	return err;
 }
 
+static int datapath__prog_tag(int prog_fd, __u8 tag[BPF_TAG_SIZE])
+{
+	struct bpf_prog_info info = {};
+	__u32 len = sizeof(info);
+
+	if (bpf_obj_get_info_by_fd(prog_fd, &info, &len))
+		return -errno;
+	memcpy(tag, info.tag, BPF_TAG_SIZE);
+	return 0;
+}
+
+static int datapath__link_prog_tag(int link_fd, __u8 tag[BPF_TAG_SIZE])
+{
+	struct bpf_link_info li = {};
+	__u32 len = sizeof(li);
+	int fd, err;
+
+	if (bpf_obj_get_info_by_fd(link_fd, &li, &len))
+		return -errno;
+	fd = bpf_prog_get_fd_by_id(li.prog_id);
+	if (fd < 0)
+		return -errno;
+	err = datapath__prog_tag(fd, tag);
+	close(fd);
+	return err;
+}
+
+/*
+ * A new build adopting pins: where this build's program differs from the
+ * attached one, swap it in on the live link (cgroup links support that), so
+ * enforcement never lapses. Tracing links cannot be updated: the new one is
+ * attached first and its pin renamed over the old one, which then detaches;
+ * for a moment both run, which is harmless (they insert NOEXIST and delete).
+ */
+static int datapath__upgrade(struct datapath *dp, const struct datapath_opts *opts)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = dp->pin_path);
+	struct sluice_bpf *skel;
+	char p[PATH_MAX], tmp[PATH_MAX];
+	int err, i;
+
+	skel = sluice_bpf__open_opts(&oo);
+	if (!skel)
+		return -errno;
+	skel->rodata->observe_all = opts->observe_all;
+	err = sluice_bpf__load(skel);
+	if (err) {
+		pr_err("this build's BPF programs do not load against the pinned maps at %s: %s; "
+		       "`sluice detach` them first (enforcement stops meanwhile)\n",
+		       dp->pin_path, strerror(-err));
+		goto out;
+	}
+	for (i = 0; i < DP_PROG_ATTACHED_N; i++) {
+		struct bpf_program *prog = datapath__skel_prog(skel, i);
+		__u8 have[BPF_TAG_SIZE], want[BPF_TAG_SIZE];
+		struct bpf_link *link;
+
+		datapath__pin_file(dp->pin_path, "link_", datapath_prog_names[i], p, sizeof(p));
+		link = bpf_link__open(p);
+		if (!link) {
+			err = -errno;
+			goto out;
+		}
+		if (datapath__link_prog_tag(bpf_link__fd(link), have) ||
+		    datapath__prog_tag(bpf_program__fd(prog), want) ||
+		    !memcmp(have, want, sizeof(have))) {
+			bpf_link__destroy(link);
+			continue;
+		}
+		if (i == DP_CGROUP_MKDIR || i == DP_CGROUP_RMDIR) {
+			struct bpf_link *nl = bpf_program__attach(prog);
+
+			err = nl ? 0 : -errno;
+			snprintf(tmp, sizeof(tmp), "%s.new", p);
+			if (!err)
+				err = bpf_link__pin(nl, tmp);
+			if (!err && rename(tmp, p))
+				err = -errno;
+			bpf_link__destroy(nl);
+		} else {
+			err = bpf_link__update_program(link, prog);
+		}
+		bpf_link__destroy(link);
+		if (err) {
+			pr_err("failed to replace program %s in place: %s\n", datapath_prog_names[i],
+			       strerror(-err));
+			goto out;
+		}
+		dp->upgraded++;
+		pr_info("replaced program %s in place with this build's\n", datapath_prog_names[i]);
+	}
+	datapath__pin_file(dp->pin_path, "prog_", "explain", p, sizeof(p));
+	snprintf(tmp, sizeof(tmp), "%s.new", p);
+	unlink(tmp);
+	if (!bpf_program__pin(skel->progs.sl_explain, tmp) && rename(tmp, p))
+		unlink(tmp);
+out:
+	sluice_bpf__destroy(skel);
+	return err;
+}
+
 static int datapath__check_meta(struct datapath *dp)
 {
 	struct sl_meta meta;
@@ -345,6 +446,8 @@ int datapath__open(struct datapath *dp, const struct datapath_opts *opts)
 			goto out;
 	} else {
 		pr_debug("adopting the datapath pinned at %s\n", dp->pin_path);
+		if (opts->upgrade && (err = datapath__upgrade(dp, opts)))
+			goto out;
 	}
 	err = datapath__open_pins(dp);
 	if (err)
@@ -411,7 +514,7 @@ void datapath__release(struct datapath *dp)
 	}
 	mutex = datapath__mutex(dp->pin_path);
 	flock(dp->users_fd, LOCK_UN);
-	if (mutex >= 0 && !flock(dp->users_fd, LOCK_EX | LOCK_NB) &&
+	if (mutex >= 0 && !dp->keep && !flock(dp->users_fd, LOCK_EX | LOCK_NB) &&
 	    bpf_map_get_next_key(dp->map_fd[DP_IDENT], NULL, &key) && errno == ENOENT) {
 		pr_debug("last user of %s: detaching the datapath\n", dp->pin_path);
 		datapath__close_fds(dp);

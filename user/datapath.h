@@ -32,6 +32,8 @@ struct datapath_opts {
 	const char *cgroup_root;	/* absolute; NULL: the cgroup2 mount */
 	bool observe_all;
 	bool no_load;			/* adopt only; -ENOENT if not loaded */
+	bool upgrade;			/* adopting: swap in this build's programs
+					 * where they differ, without detaching */
 };
 
 struct datapath {
@@ -40,13 +42,15 @@ struct datapath {
 	int map_fd[DP_MAP_N];
 	int explain_fd;
 	bool loaded_here;		/* we loaded the programs (vs adopted) */
+	int upgraded;			/* programs replaced in place */
+	bool keep;			/* release never tears down (the daemon's) */
 	int users_fd;			/* shared flock while we use the pins */
 	struct sluice_bpf *skel;
 };
 
 int datapath__open(struct datapath *dp, const struct datapath_opts *opts);
-/* Drop our use; if nobody else uses the pins and no identity is left,
- * detach and unpin everything. */
+/* Drop our use; unless dp->keep, if nobody else uses the pins and no
+ * identity is left, detach and unpin everything. */
 void datapath__release(struct datapath *dp);
 /* Detach and unpin everything at PIN_PATH, whoever uses it. */
 int datapath__destroy(const char *pin_path);
