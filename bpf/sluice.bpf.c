@@ -28,13 +28,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 static __always_inline void sl_tag_task(struct sl_sk_tag *tag)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-
-	tag->pid = pid_tgid >> 32;
-	tag->tid = (__u32)pid_tgid;
-	tag->uid = (__u32)bpf_get_current_uid_gid();
-	tag->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(tag->comm, sizeof(tag->comm));
+	sl_current_task(tag);
 }
 
 /*

@@ -1081,20 +1081,6 @@ static void daemon__inotify(struct daemon *d)
 	}
 }
 
-static void daemon__arm_fqdn(struct daemon *d)
-{
-	uint64_t next = fqdn__next_deadline(d->fqdn);
-	struct itimerspec its = {};
-
-	if (next != UINT64_MAX) {
-		its.it_value.tv_sec = next / 1000000000ULL;
-		its.it_value.tv_nsec = next % 1000000000ULL;
-		if (!its.it_value.tv_sec && !its.it_value.tv_nsec)
-			its.it_value.tv_nsec = 1;
-	}
-	timerfd_settime(d->tfd_fqdn, TFD_TIMER_ABSTIME, &its, NULL);
-}
-
 static void daemon__add_fd(struct daemon *d, int fd, uint32_t events)
 {
 	struct epoll_event ev = { .events = events, .data.fd = fd };
@@ -1231,7 +1217,7 @@ static int daemon__setup(struct daemon *d)
 
 		timerfd_settime(d->tfd_house, 0, &its, NULL);
 	}
-	daemon__arm_fqdn(d);
+	fqdn__arm_timerfd(d->fqdn, d->tfd_fqdn);
 	pr_info("sluiced ready: %zu policy file(s), %llu identities, pins at %s\n", d->nfiles,
 		(unsigned long long)d->identities, d->dp.pin_path);
 	return 0;
@@ -1279,7 +1265,7 @@ static void daemon__loop(struct daemon *d)
 						d->sets[k].key[0] = '\0';
 					d->dirty = true;
 				}
-				daemon__arm_fqdn(d);
+				fqdn__arm_timerfd(d->fqdn, d->tfd_fqdn);
 			} else if (fd == d->tfd_house) {
 				uint64_t x;
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include "fqdn.h"
 
@@ -941,4 +942,19 @@ int fqdn__inject_error(struct fqdn_cache *c, const char *name, int err,
 	/* Addresses stay: only fqdn__refresh_due drops them, at grace end. */
 	fqdn_schedule_fail(c, e, now_ns);
 	return err;
+}
+
+int fqdn__arm_timerfd(const struct fqdn_cache *c, int tfd)
+{
+	uint64_t next = fqdn__next_deadline(c);
+	struct itimerspec its = {};
+
+	if (next != UINT64_MAX) {
+		its.it_value.tv_sec = next / 1000000000ULL;
+		its.it_value.tv_nsec = next % 1000000000ULL;
+		/* all zero would disarm: a deadline at 0 is due now */
+		if (!its.it_value.tv_sec && !its.it_value.tv_nsec)
+			its.it_value.tv_nsec = 1;
+	}
+	return timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL) ? -errno : 0;
 }

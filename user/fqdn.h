@@ -144,6 +144,11 @@ int fqdn__lookup_addr(const struct fqdn_cache *c, const uint8_t addr[16],
 
 void fqdn__stats(const struct fqdn_cache *c, struct fqdn_stats *out);
 
+/* Arm the CLOCK_MONOTONIC timerfd TFD for fqdn__next_deadline (disarm it
+ * when nothing is due), so an event loop knows when to call
+ * fqdn__refresh_due. */
+int fqdn__arm_timerfd(const struct fqdn_cache *c, int tfd);
+
 /* Test hooks, and the way to feed answers obtained elsewhere: apply an
  * answer for NAME (added if unknown) as if a query had returned ADDRS with
  * TTL at NOW_NS (n == 0: an empty answer). *changed (may be NULL) as for

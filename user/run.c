@@ -387,20 +387,6 @@ static uint64_t run__now(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 }
 
-static void run__arm_timer(struct run *r, int tfd)
-{
-	uint64_t next = fqdn__next_deadline(r->fqdn);
-	struct itimerspec its = {};
-
-	if (next != UINT64_MAX) {
-		its.it_value.tv_sec = next / 1000000000ULL;
-		its.it_value.tv_nsec = next % 1000000000ULL;
-		if (!its.it_value.tv_sec && !its.it_value.tv_nsec)
-			its.it_value.tv_nsec = 1;
-	}
-	timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL);
-}
-
 static int run__loop(struct run *r)
 {
 	struct epoll_event ev = { .events = EPOLLIN }, evs[4];
@@ -423,7 +409,7 @@ static int run__loop(struct run *r)
 	epoll_ctl(efd, EPOLL_CTL_ADD, tfd, &ev);
 	ev.data.fd = ring_buffer__epoll_fd(r->rb);
 	epoll_ctl(efd, EPOLL_CTL_ADD, ev.data.fd, &ev);
-	run__arm_timer(r, tfd);
+	fqdn__arm_timerfd(r->fqdn, tfd);
 
 	while (!r->child_done) {
 		n = epoll_wait(efd, evs, 4, -1);
@@ -452,7 +438,7 @@ static int run__loop(struct run *r)
 				fqdn__refresh_due(r->fqdn, run__now(), &changed);
 				if (changed && run__apply(r))
 					pr_warn("keeping the previous addresses after a failed fqdn update\n");
-				run__arm_timer(r, tfd);
+				fqdn__arm_timerfd(r->fqdn, tfd);
 			} else {
 				run__drain(r);
 			}

@@ -50,15 +50,21 @@ static __always_inline struct sl_event *sl_event_reserve(__u32 ring)
 	return ev;
 }
 
+/* The current task into a record or a socket tag (same field names). */
+#define sl_current_task(p)						\
+	do {								\
+		__u64 __pid_tgid = bpf_get_current_pid_tgid();		\
+									\
+		(p)->pid = __pid_tgid >> 32;				\
+		(p)->tid = (__u32)__pid_tgid;				\
+		(p)->uid = (__u32)bpf_get_current_uid_gid();		\
+		(p)->cgroup_id = bpf_get_current_cgroup_id();		\
+		bpf_get_current_comm((p)->comm, sizeof((p)->comm));	\
+	} while (0)
+
 static __always_inline void sl_event_task(struct sl_event *ev)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-
-	ev->pid = pid_tgid >> 32;
-	ev->tid = (__u32)pid_tgid;
-	ev->uid = (__u32)bpf_get_current_uid_gid();
-	ev->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	sl_current_task(ev);
 }
 
 static __always_inline void sl_v4_mapped(__u8 *dst, __u32 ip4_be)
