@@ -9,6 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SLUICE=${SLUICE:-build/sluice}
+# Tests run the demo on a pin path and cgroup subtree of their own.
+run_opts=()
+[ -n "${SLUICE_PIN_PATH:-}" ] && run_opts+=(--pin-path "$SLUICE_PIN_PATH")
+[ -n "${SLUICE_CGROUP_ROOT:-}" ] && run_opts+=(--cgroup-root "$SLUICE_CGROUP_ROOT")
 work=$(mktemp -d /tmp/sluice-demo.XXXXXX)
 pids=()
 cleanup() {
@@ -57,7 +61,8 @@ echo "== policy: examples/policies/demo.yaml"
 echo
 echo "== sluice run --policy examples/policies/demo.yaml --events $work/events.jsonl -- agent.sh"
 set +e
-"$SLUICE" run --policy examples/policies/demo.yaml --events "$work/events.jsonl" -- "$work/agent.sh"
+"$SLUICE" run "${run_opts[@]}" --policy examples/policies/demo.yaml --events "$work/events.jsonl" \
+	-- "$work/agent.sh"
 status=$?
 set -e
 echo "agent exited with status $status"

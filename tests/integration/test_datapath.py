@@ -583,5 +583,36 @@ def test_bpftool_shows_field_names(c):
     p.wait(10)
 
 
+@suite.test
+def test_run_forwards_signals_and_exit_status(c):
+    ready = c.env.path("sig-ready")
+    p = c.env.spawn(sluice_run_argv(c.env, [c.policy],
+                                    ["sh", "-c", 'trap "exit 42" TERM; touch "$0"; '
+                                     'while :; do sleep 0.05; done', ready]))
+    wait_for(lambda: os.path.exists(ready), 10, "command started")
+    p.send_signal(signal.SIGTERM)
+    eq(p.wait(10), 42, "exit status of CMD after a forwarded SIGTERM")
+    r = sluice_run(c.env, [c.policy], ["sh", "-c", "kill -KILL $$"])
+    eq(r.rc, 128 + 9, "CMD killed by a signal")
+    r = sluice_run(c.env, [c.policy], ["/nonexistent/cmd"])
+    eq(r.rc, 127, "CMD not found")
+
+
+@suite.test
+def test_demo(c):
+    """The README's main job, on this test's own pins and cgroups."""
+    env = dict(os.environ, SLUICE_PIN_PATH=c.env.pin, SLUICE_CGROUP_ROOT=c.env.cg_root)
+    from harness import REPO
+    p = subprocess.run([os.path.join(REPO, "examples", "demo.sh")], capture_output=True, text=True,
+                       timeout=120, env=env)
+    eq(p.returncode, 0, "demo exit (stderr: %s)" % p.stderr)
+    lines = [l.split() for l in p.stdout.splitlines() if l.startswith(("allow ", "deny "))]
+    eq([(l[0], l[1]) for l in lines],
+       [("allow", "127.0.0.1:18080"), ("allow", "127.0.0.1:18081"), ("deny", "127.0.0.1:18082")],
+       "demo verdicts")
+    if "refused" not in p.stdout or "reached: hello" not in p.stdout:
+        raise AssertionError(p.stdout)
+
+
 if __name__ == "__main__":
     sys.exit(suite.main(Ctx))
