@@ -10,7 +10,7 @@ VMLINUX  := vmlinux/$(ARCH)/vmlinux.h
 
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS := clang llvm make gcc pkg-config libbpf-dev bpftool libelf-dev zlib1g-dev \
-	    libyaml-dev libcjson-dev libcmocka-dev liburing-dev libcurl4-openssl-dev \
+	    libyaml-dev libcjson-dev libcmocka-dev liburing-dev libcurl4-openssl-dev libmicrohttpd-dev \
 	    iproute2 dnsmasq-base nftables python3 curl
 
 ifeq ($(V),1)
@@ -21,7 +21,7 @@ Q = @
 msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
 endif
 
-PKGS     := libbpf yaml-0.1 libcjson
+PKGS     := libbpf yaml-0.1 libcjson libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
