@@ -390,31 +390,38 @@ static __always_inline bool sl_glob_match(const char *name, __u32 len, const str
 }
 
 /*
- * A cgroup is being created. If its parent has patterns and its name
- * matches one, register it now: the runtime can only put a process in it
- * after mkdir returns, so its first socket already meets its policy.
+ * A cgroup is being created. If its name was announced (sl_names), or its
+ * parent has patterns and its name matches one, register it now: the
+ * tracepoint fires before the directory is made visible, so no process can
+ * be in it yet and its first socket already meets its policy.
  */
 SEC("tp_btf/cgroup_mkdir")
 int BPF_PROG(sl_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 {
-	char name[SL_NAME_MAX] = {};
+	struct sl_name_key nk = {};
+	struct sl_identity *named;
 	struct sl_globs *globs;
 	__u64 parent, id;
 	int len;
 
+	id = BPF_CORE_READ(cgrp, kn, id);
+	len = bpf_probe_read_kernel_str(nk.name, sizeof(nk.name), BPF_CORE_READ(cgrp, kn, name));
+	if (len <= 1 || len >= SL_NAME_MAX)
+		return 0;
+	named = bpf_map_lookup_elem(&sl_names, &nk);
+	if (named) {
+		bpf_map_update_elem(&sl_ident, &id, named, BPF_NOEXIST);
+		return 0;
+	}
 	parent = BPF_CORE_READ(cgrp, self.parent, cgroup, kn, id);
 	globs = bpf_map_lookup_elem(&sl_globs, &parent);
 	if (!globs)
-		return 0;
-	id = BPF_CORE_READ(cgrp, kn, id);
-	len = bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(cgrp, kn, name));
-	if (len <= 1 || len >= SL_NAME_MAX)
 		return 0;
 	len--;	/* without the NUL */
 	for (int i = 0; i < SL_MAX_GLOBS; i++) {
 		if (i >= globs->n)
 			break;
-		if (!sl_glob_match(name, len, &globs->g[i]))
+		if (!sl_glob_match(nk.name, len, &globs->g[i]))
 			continue;
 		bpf_map_update_elem(&sl_ident, &id, &globs->g[i].ident, BPF_NOEXIST);
 		break;

@@ -37,6 +37,7 @@ const char *const datapath_map_names[DP_MAP_N] = {
 	[DP_IDENT] = "sl_ident", [DP_RULES] = "sl_rules", [DP_SK] = "sl_sk",
 	[DP_RINGS] = "sl_rings", [DP_COUNTERS] = "sl_counters", [DP_RMETA] = "sl_rmeta",
 	[DP_SETS] = "sl_sets", [DP_FQDN] = "sl_fqdn", [DP_GLOBS] = "sl_globs",
+	[DP_NAMES] = "sl_names",
 	[DP_META] = "sl_meta",
 };
 

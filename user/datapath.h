@@ -16,7 +16,7 @@
 
 enum dp_map {
 	DP_IDENT, DP_RULES, DP_SK, DP_RINGS, DP_COUNTERS,
-	DP_RMETA, DP_SETS, DP_FQDN, DP_GLOBS, DP_META, DP_MAP_N,
+	DP_RMETA, DP_SETS, DP_FQDN, DP_GLOBS, DP_NAMES, DP_META, DP_MAP_N,
 };
 
 /* Program and link names as pinned: link_<name> and prog_explain. */

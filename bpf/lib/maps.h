@@ -101,6 +101,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_globs SEC(".maps");
 
+/* Exact cgroup name -> identity to give it at mkdir (announced pods). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_name_key);
+	__type(value, struct sl_identity);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_names SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

@@ -242,6 +242,14 @@ struct sl_globs {
 	struct sl_glob g[SL_MAX_GLOBS];
 };
 
+/* sl_names: exact cgroup name -> identity, for cgroups announced before
+ * they exist (a pod's cgroup is named after its UID, and the API server
+ * tells of a pod before the kubelet creates its cgroup). Checked by
+ * sl_cgroup_mkdir before the glob patterns. */
+struct sl_name_key {
+	char name[SL_NAME_MAX];	/* NUL-padded */
+};
+
 /* sl_meta[0]: what the pinned datapath is attached to, for adopters. */
 struct sl_meta {
 	__u64 attach_cgid;	/* cgroup the programs are attached to */
@@ -249,7 +257,7 @@ struct sl_meta {
 	__u32 abi;		/* SL_ABI_VERSION of the loader */
 	__u32 loader_pid;
 };
-#define SL_ABI_VERSION		2
+#define SL_ABI_VERSION		3
 
 /* Request and answer of the test-run program sl_explain, carried at
  * SL_EXPLAIN_OFF in the test packet: userspace fills the request, the kernel
@@ -291,6 +299,7 @@ _Static_assert(sizeof(struct sl_event) == 136, "sl_event");
 #ifndef __bpf__
 _Static_assert(sizeof(struct sl_meta) == 24, "sl_meta");
 _Static_assert(sizeof(struct sl_glob) == 88, "sl_glob");
+_Static_assert(sizeof(struct sl_name_key) == SL_NAME_MAX, "sl_name_key");
 _Static_assert(sizeof(struct sl_globs) == 8 + 88 * SL_MAX_GLOBS, "sl_globs");
 _Static_assert(sizeof(struct sl_explain_ctx) == 8 * SL_MAX_CGROUP_DEPTH + 48, "sl_explain_ctx");
 #endif
