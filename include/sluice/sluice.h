@@ -9,6 +9,10 @@
 #ifndef SLUICE_SLUICE_H
 #define SLUICE_SLUICE_H
 
+#ifndef __bpf__
+#include <linux/types.h>	/* the BPF side has them from vmlinux.h */
+#endif
+
 #define SL_ADDR_LEN		16
 /* Port entries stored inline in one LPM value: every rule whose prefix
  * covers the entry's prefix is folded in by the compiler, so one lookup
@@ -225,7 +229,7 @@ struct sl_event {
  * be put in it; userspace confirms or corrects it afterwards. */
 #define SL_GLOB_PART_LEN	32
 #define SL_MAX_GLOBS		4
-#define SL_NAME_MAX		64	/* cgroup names longer than this never match */
+#define SL_NAME_MAX		128	/* power of 2; longer cgroup names never match */
 
 struct sl_glob {
 	char prefix[SL_GLOB_PART_LEN];
