@@ -72,16 +72,20 @@ int control__request(const char *path, const char *request,
 		close(fd);
 		return err;
 	}
-	if (write(fd, request, strlen(request)) < 0 || write(fd, "\n", 1) < 0) {
-		err = -errno;
-		close(fd);
-		return err;
-	}
 	buf = malloc(cap);
 	if (!buf) {
 		close(fd);
 		return -ENOMEM;
 	}
+	/* One write, and no SIGPIPE if the daemon went away meanwhile. */
+	len = snprintf(buf, cap, "%s\n", request);
+	if (len >= cap || send(fd, buf, len, MSG_NOSIGNAL) != (ssize_t)len) {
+		err = len >= cap ? -E2BIG : -errno;
+		free(buf);
+		close(fd);
+		return err;
+	}
+	len = 0;
 	while ((n = read(fd, buf + len, cap - len - 1)) > 0) {
 		char *start = buf, *nl;
 
