@@ -217,6 +217,10 @@ static void daemon__file_load(struct daemon *d, const char *name)
 	f->good = set;
 	f->has_good = true;
 	d->dirty = true;
+	/* Sets are cached by the ids of their docs: a changed doc keeps its
+	 * id, so every set is rebuilt (as on an fqdn change). */
+	for (size_t k = 0; k < d->nsets; k++)
+		d->sets[k].key[0] = '\0';
 	pr_info("policy file %s: %zu %s loaded\n", name, set.ndocs,
 		set.ndocs == 1 ? "policy" : "policies");
 }
@@ -883,7 +887,7 @@ static void daemon__control(struct daemon *d)
 	cJSON *r, *cmd, *out;
 	ssize_t n;
 	int fd;
-	size_t i;
+	size_t i, len;
 
 	fd = accept4(d->ctl_fd, NULL, NULL, SOCK_CLOEXEC);
 	if (fd < 0)
@@ -892,12 +896,16 @@ static void daemon__control(struct daemon *d)
 	 * in time is dropped rather than allowed to stall the loop. */
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	n = read(fd, req, sizeof(req) - 1);
-	if (n <= 0) {
+	/* Read up to the request's '\n': answering and closing before the
+	 * client's last write has landed would hit it with EPIPE/SIGPIPE. */
+	for (len = 0; len < sizeof(req) - 1 && !memchr(req, '\n', len); len += n)
+		if ((n = read(fd, req + len, sizeof(req) - 1 - len)) <= 0)
+			break;
+	if (!len) {
 		close(fd);
 		return;
 	}
-	req[n] = '\0';
+	req[len] = '\0';
 	r = cJSON_Parse(req);
 	cmd = r ? cJSON_GetObjectItem(r, "cmd") : NULL;
 	if (!cJSON_IsString(cmd)) {
