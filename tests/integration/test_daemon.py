@@ -173,14 +173,14 @@ def prom_value(samples, name, **labels):
 
 
 class Daemon:
-    def __init__(self, s, extra=(), stdout=None, sock=None, tag="d"):
+    def __init__(self, s, extra=(), stdout=None, sock=None, tag="d", binary=None):
         self.s = s
         s.ndaemons += 1
         self.tag = "%s-%s%d" % (s.name, tag, s.ndaemons)
         self.sock = sock or s.env.path(self.tag + ".sock")
         self.port = free_port()
         self.errpath = s.env.path(self.tag + ".stderr")
-        self.argv = [SLUICED, "--policy-dir", s.poldir, "--cgroup-root", s.cg,
+        self.argv = [binary or SLUICED, "--policy-dir", s.poldir, "--cgroup-root", s.cg,
                      "--pin-path", s.env.pin, "--control-socket", self.sock,
                      "--metrics", "127.0.0.1:%d" % self.port] + list(extra)
         with open(self.errpath, "w") as err:
@@ -710,6 +710,63 @@ def test_cli_against_daemon(c):
         t = cli("status", "--socket", missing, "--pin-path", pin)
         if "not running (no answer on %s)" % missing not in t:
             raise AssertionError("status without the daemon:\n" + t)
+
+
+def build_variant(c):
+    """A second build of sluiced whose sockops program differs by a few
+    instructions: what a new release looks like to the running datapath."""
+    tree = c.env.path("variant")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if f.startswith(("bpf/", "include/", "user/", "vmlinux/")) or f == "Makefile":
+            dst = os.path.join(tree, f)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            with open(os.path.join(REPO, f), "rb") as a, open(dst, "wb") as b:
+                b.write(a.read())
+    src = os.path.join(tree, "bpf", "sluice.bpf.c")
+    text = open(src).read()
+    marker = "\tcase BPF_SOCK_OPS_STATE_CB:\n\t\tsl_ops_state(ctx);\n\t\tbreak;\n\t}\n\treturn 1;"
+    if marker not in text:
+        raise AssertionError("sockops epilogue not found to patch")
+    open(src, "w").write(text.replace(marker, marker.replace(
+        "return 1;", "if (ctx->op == 0xbeef)\n\t\tsl_count(0, SL_CNT_TAG_FAIL);\n\treturn 1;")))
+    subprocess.run(["make", "-s", "-j2", "build/sluiced"], cwd=tree, check=True,
+                   stdout=subprocess.DEVNULL, timeout=600)
+    return os.path.join(tree, "build", "sluiced")
+
+
+@suite.test
+def test_upgrade_replaces_programs_in_place(c):
+    variant = build_variant(c)
+    with Scope(c, "upgrade") as s:
+        s.policy(policy_text("upgrade", [s.pattern()], [c.allow.port]))
+        u1 = s.cgroup("u1")
+        d = Daemon(s)
+        d.wait_ready()
+        before = prog_ids(d.status())
+        eq(d.stop()[0], 0, "first daemon exit")
+        stop = s.env.path("upgrade-stop")
+        loop = s.spawn_in(u1, [PROBE, "connect-loop", "127.0.0.1", c.deny.port,
+                               "--until-file", stop, "--expect-deny"])
+        d2 = Daemon(s, sock=d.sock, binary=variant)
+        d2.wait_ready()
+        with open(stop, "w"):
+            pass
+        res = loop_summary(loop)
+        eq(res["ok"], 0, "denied connects that got through during the upgrade")
+        after = prog_ids(d2.status())
+        for name, (pid, lid, attached) in after.items():
+            eq(attached, True, name + " attached")
+            eq(lid, before[name][1], name + ": the same link (never detached)")
+        if after["sockops"][0] == before["sockops"][0]:
+            raise AssertionError("sockops program not replaced: %r" % after["sockops"])
+        eq(after["connect4"][0], before["connect4"][0], "unchanged programs stay")
+        if "replaced program sockops in place" not in d2.stderr():
+            raise AssertionError(d2.stderr())
+        assert_eperm(u1, c.deny.port, "governed after the upgrade")
+        assert_allowed(u1, c.allow.port, "allowed after the upgrade")
+        eq(d2.stop()[0], 0, "upgraded daemon exit")
 
 
 if __name__ == "__main__":
