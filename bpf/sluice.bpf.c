@@ -21,9 +21,6 @@
 #define AF_INET6	10
 #define SOCK_RAW	3
 
-/* Set by the loader before load. */
-const volatile __u32 observe_all = 0;
-
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 static __always_inline void sl_tag_task(struct sl_sk_tag *tag)
@@ -76,7 +73,10 @@ static __always_inline int sl_sock_addr(struct bpf_sock_addr *ctx, const __u8 *d
 
 	ident = sl_sock_ident(sk, &id, &tag);
 	if (!id) {
-		if (!observe_all)
+		__u32 zero = 0;
+		struct sl_meta *meta = bpf_map_lookup_elem(&sl_meta, &zero);
+
+		if (!meta || !meta->observe_all)
 			return 1;
 		ring = 0;
 		d.verdict = SL_VERDICT_ALLOW;

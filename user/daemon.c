@@ -346,6 +346,38 @@ static struct set_ent *daemon__set(struct daemon *d, struct docref *docs, size_t
 	return e;
 }
 
+/* A set the kernel still uses stays, whatever this round could compile. */
+static void daemon__keep_set(struct daemon *d, uint32_t set_id)
+{
+	for (size_t i = 0; i < d->nsets; i++)
+		if (d->sets[i].set_id == set_id)
+			d->sets[i].used = true;
+}
+
+/* Does any identity or kernel pattern still point at SET_ID? */
+static bool daemon__set_referenced(struct daemon *d, uint32_t set_id)
+{
+	struct sl_identity id;
+	struct sl_globs g;
+	__u64 key, *prev = NULL;
+
+	while (!bpf_map_get_next_key(d->dp.map_fd[DP_IDENT], prev, &key)) {
+		prev = &key;
+		if (!datapath__ident_get(&d->dp, key, &id) && id.set_id == set_id)
+			return true;
+	}
+	prev = NULL;
+	while (!bpf_map_get_next_key(d->dp.map_fd[DP_GLOBS], prev, &key)) {
+		prev = &key;
+		if (bpf_map_lookup_elem(d->dp.map_fd[DP_GLOBS], &key, &g))
+			continue;
+		for (__u32 i = 0; i < g.n && i < SL_MAX_GLOBS; i++)
+			if (g.g[i].ident.set_id == set_id)
+				return true;
+	}
+	return false;
+}
+
 /* ---------------------------------------------------------- cgroup matching */
 
 struct match {
@@ -506,7 +538,8 @@ static void daemon__apply_globs(struct daemon *d, struct docref *docs, size_t nd
 	}
 	qsort(kg, nkg, sizeof(*kg), kglob_cmp);
 	for (i = 0; i < nkg; i = j) {
-		struct sl_globs v = {};
+		struct sl_globs v = {}, old;
+		bool failed = false;
 
 		for (j = i; j < nkg && kg[j].parent == kg[i].parent; j++) {
 			struct set_ent *s;
@@ -517,8 +550,10 @@ static void daemon__apply_globs(struct daemon *d, struct docref *docs, size_t nd
 				continue;
 			}
 			s = daemon__set(d, docs, ndocs, kg[j].key);
-			if (!s)
+			if (!s) {
+				failed = true;
 				continue;
+			}
 			v.g[v.n] = kg[j].g;
 			v.g[v.n].ident.set_id = s->set_id;
 			v.g[v.n].ident.flags = (s->flags & ~SL_IDF_DAEMON) | SL_IDF_KERNEL;
@@ -527,6 +562,12 @@ static void daemon__apply_globs(struct daemon *d, struct docref *docs, size_t nd
 			v.n++;
 		}
 		key = kg[i].parent;
+		if (failed && !bpf_map_lookup_elem(d->dp.map_fd[DP_GLOBS], &key, &old)) {
+			/* a set did not compile: the patterns in force stay */
+			for (__u32 k2 = 0; k2 < old.n && k2 < SL_MAX_GLOBS; k2++)
+				daemon__keep_set(d, old.g[k2].ident.set_id);
+			continue;
+		}
 		if (bpf_map_update_elem(d->dp.map_fd[DP_GLOBS], &key, &v, BPF_ANY))
 			pr_warn("cannot write cgroup patterns: %s\n", strerror(errno));
 	}
@@ -650,6 +691,9 @@ static int daemon__reconcile(struct daemon *d)
 		struct set_ent *s = daemon__set(d, docs, ndocs, m[i].key);
 
 		if (!s) {
+			/* compile failed: the cgroup keeps the set in force */
+			if (!datapath__ident_get(&d->dp, m[i].cgid, &have))
+				daemon__keep_set(d, have.set_id);
 			err = -EINVAL;
 			continue;
 		}
@@ -722,18 +766,9 @@ static int daemon__reconcile(struct daemon *d)
 				continue;
 			dead[ndead++] = sk;
 		}
-		for (i = 0; i < ndead; i++) {
-			bool used = false;
-			struct sl_identity id;
-
-			prev = NULL;
-			while (!used && !bpf_map_get_next_key(d->dp.map_fd[DP_IDENT], prev, &key)) {
-				prev = &key;
-				used = !datapath__ident_get(&d->dp, key, &id) && id.set_id == dead[i];
-			}
-			if (!used)
+		for (i = 0; i < ndead; i++)
+			if (!daemon__set_referenced(d, dead[i]))
 				datapath__set_del(&d->dp, dead[i]);
-		}
 	}
 
 	daemon__update_watches(d, docs, ndocs);

@@ -208,7 +208,6 @@ static int datapath__load(struct datapath *dp, const struct datapath_opts *opts)
 		pr_err("failed to open BPF object: %s\n", strerror(-err));
 		return err;
 	}
-	skel->rodata->observe_all = opts->observe_all;
 	err = sluice_bpf__load(skel);
 	if (err) {
 		pr_err("failed to load BPF programs: %s (run with -v for the verifier log)\n",
@@ -259,6 +258,7 @@ static int datapath__load(struct datapath *dp, const struct datapath_opts *opts)
 	meta.loaded_realtime_ns = (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 	meta.abi = SL_ABI_VERSION;
 	meta.loader_pid = getpid();
+	meta.observe_all = opts->observe_all;
 	err = bpf_map_update_elem(bpf_map__fd(skel->maps.sl_meta), &zero, &meta, BPF_ANY);
 	if (err) {
 		err = -errno;
@@ -318,7 +318,6 @@ static int datapath__upgrade(struct datapath *dp, const struct datapath_opts *op
 	skel = sluice_bpf__open_opts(&oo);
 	if (!skel)
 		return -errno;
-	skel->rodata->observe_all = opts->observe_all;
 	err = sluice_bpf__load(skel);
 	if (err) {
 		pr_err("this build's BPF programs do not load against the pinned maps at %s: %s; "
@@ -406,6 +405,20 @@ static int datapath__check_meta(struct datapath *dp)
 	return 0;
 }
 
+static void datapath__close_fds(struct datapath *dp)
+{
+	int i;
+
+	for (i = 0; i < DP_MAP_N; i++) {
+		if (dp->map_fd[i] >= 0)
+			close(dp->map_fd[i]);
+		dp->map_fd[i] = -1;
+	}
+	if (dp->explain_fd >= 0)
+		close(dp->explain_fd);
+	dp->explain_fd = -1;
+}
+
 int datapath__open(struct datapath *dp, const struct datapath_opts *opts)
 {
 	int mutex = -1, err, i;
@@ -445,17 +458,35 @@ int datapath__open(struct datapath *dp, const struct datapath_opts *opts)
 		err = datapath__load(dp, opts);
 		if (err)
 			goto out;
-	} else {
-		pr_debug("adopting the datapath pinned at %s\n", dp->pin_path);
-		if (opts->upgrade && (err = datapath__upgrade(dp, opts)))
-			goto out;
 	}
 	err = datapath__open_pins(dp);
 	if (err)
 		goto out;
+	/* An adopter checks what it adopts before it swaps anything in. */
 	err = datapath__check_meta(dp);
 	if (err)
 		goto out;
+	if (!dp->loaded_here) {
+		pr_debug("adopting the datapath pinned at %s\n", dp->pin_path);
+		if (opts->upgrade && (err = datapath__upgrade(dp, opts)))
+			goto out;
+		if (opts->upgrade && dp->upgraded) {
+			/* the explain program was re-pinned */
+			datapath__close_fds(dp);
+			if ((err = datapath__open_pins(dp)))
+				goto out;
+		}
+	}
+	if (opts->upgrade) {
+		struct sl_meta meta;
+		__u32 zero = 0;
+
+		/* runtime settings of the daemon, read by the programs */
+		if (!bpf_map_lookup_elem(dp->map_fd[DP_META], &zero, &meta)) {
+			meta.observe_all = opts->observe_all;
+			bpf_map_update_elem(dp->map_fd[DP_META], &zero, &meta, BPF_ANY);
+		}
+	}
 	dp->users_fd = datapath__lockfile(dp->pin_path, "users");
 	if (dp->users_fd < 0 || flock(dp->users_fd, LOCK_SH)) {
 		err = dp->users_fd < 0 ? dp->users_fd : -errno;
@@ -464,20 +495,6 @@ int datapath__open(struct datapath *dp, const struct datapath_opts *opts)
 out:
 	close(mutex);
 	return err;
-}
-
-static void datapath__close_fds(struct datapath *dp)
-{
-	int i;
-
-	for (i = 0; i < DP_MAP_N; i++) {
-		if (dp->map_fd[i] >= 0)
-			close(dp->map_fd[i]);
-		dp->map_fd[i] = -1;
-	}
-	if (dp->explain_fd >= 0)
-		close(dp->explain_fd);
-	dp->explain_fd = -1;
 }
 
 int datapath__destroy(const char *pin_path)
@@ -803,6 +820,19 @@ static bool datapath__pid_alive(uint32_t pid)
 	return pid && (kill(pid, 0) == 0 || errno == EPERM);
 }
 
+static bool datapath__set_used(struct datapath *dp, uint32_t set_id)
+{
+	struct sl_identity id;
+	__u64 key, *prev = NULL;
+
+	while (!bpf_map_get_next_key(dp->map_fd[DP_IDENT], prev, &key)) {
+		prev = &key;
+		if (!bpf_map_lookup_elem(dp->map_fd[DP_IDENT], &key, &id) && id.set_id == set_id)
+			return true;
+	}
+	return false;
+}
+
 static bool datapath__ring_used(struct datapath *dp, uint32_t ring, uint64_t except)
 {
 	struct sl_identity id;
@@ -834,6 +864,10 @@ int datapath__gc(struct datapath *dp)
 
 		if (bpf_map_lookup_elem(dp->map_fd[DP_IDENT], &keys[i], &id))
 			continue;
+		/* The daemon's identities are its to reconcile when it is back,
+		 * empty cgroups included; only sluice run's orphans go here. */
+		if (id.flags & (SL_IDF_DAEMON | SL_IDF_KERNEL))
+			continue;
 		if (!id.owner_pid || datapath__pid_alive(id.owner_pid))
 			continue;
 		if (!cgroup__path_of(keys[i], rel, sizeof(rel)) &&
@@ -846,7 +880,8 @@ int datapath__gc(struct datapath *dp)
 		pr_info("removing identity of cgroup %s left by exited process %u\n",
 			abs[0] ? abs : "(gone)", id.owner_pid);
 		datapath__ident_del(dp, keys[i]);
-		datapath__set_del(dp, id.set_id);
+		if (!datapath__set_used(dp, id.set_id))
+			datapath__set_del(dp, id.set_id);
 		if (id.ring && !datapath__ring_used(dp, id.ring, keys[i]))
 			datapath__ring_del(dp, id.ring);
 		if (abs[0] && strstr(abs, "/sluice-run."))

@@ -260,8 +260,10 @@ struct sl_meta {
 	__u64 loaded_realtime_ns;
 	__u32 abi;		/* SL_ABI_VERSION of the loader */
 	__u32 loader_pid;
+	__u32 observe_all;	/* events for ungoverned sockets into ring 0 */
+	__u32 _pad;
 };
-#define SL_ABI_VERSION		3
+#define SL_ABI_VERSION		4
 
 /* Request and answer of the test-run program sl_explain, carried at
  * SL_EXPLAIN_OFF in the test packet: userspace fills the request, the kernel
@@ -301,7 +303,7 @@ _Static_assert(sizeof(struct sl_event) == 136, "sl_event");
 #endif
 
 #ifndef __bpf__
-_Static_assert(sizeof(struct sl_meta) == 24, "sl_meta");
+_Static_assert(sizeof(struct sl_meta) == 32, "sl_meta");
 _Static_assert(sizeof(struct sl_glob) == 88, "sl_glob");
 _Static_assert(sizeof(struct sl_name_key) == SL_NAME_MAX, "sl_name_key");
 _Static_assert(sizeof(struct sl_globs) == 8 + 88 * SL_MAX_GLOBS, "sl_globs");

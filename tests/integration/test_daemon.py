@@ -712,6 +712,26 @@ def test_cli_against_daemon(c):
             raise AssertionError("status without the daemon:\n" + t)
 
 
+@suite.test
+def test_run_while_daemon_down_keeps_its_sets(c):
+    """sluice run cleans up orphans of dead runs, never the daemon's state."""
+    with Scope(c, "rundown") as s:
+        s.policy(policy_text("rundown", [s.pattern()], [c.allow.port]))
+        busy, empty = s.cgroup("busy"), s.cgroup("empty")
+        d = Daemon(s)
+        d.wait_ready()
+        holder = s.spawn_in(busy, ["sleep", "30"])
+        rc, _ = d.stop(signal.SIGKILL)
+        eq(rc, -signal.SIGKILL, "killed")
+        r = subprocess.run([SLUICE, "run", "--pin-path", s.env.pin, "--cgroup-root", s.cg,
+                            "--", "true"], capture_output=True, text=True, timeout=30)
+        eq(r.returncode, 0, "sluice run (stderr %s)" % r.stderr)
+        assert_allowed(busy, c.allow.port, "the daemon's allow, daemon down, after a run")
+        assert_eperm(busy, c.deny.port, "the daemon's deny, daemon down, after a run")
+        assert_allowed(empty, c.allow.port, "an empty governed cgroup keeps its policy")
+        holder.kill()
+
+
 def build_variant(c):
     """A second build of sluiced whose sockops program differs by a few
     instructions: what a new release looks like to the running datapath."""
