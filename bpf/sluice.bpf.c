@@ -19,7 +19,10 @@
 
 #define AF_INET		2
 #define AF_INET6	10
+#define SOCK_DGRAM	2
 #define SOCK_RAW	3
+#define IPPROTO_ICMP	1
+#define IPPROTO_ICMPV6	58
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -168,8 +171,22 @@ int sl_sendmsg6(struct bpf_sock_addr *ctx)
 }
 
 /*
- * Tag every socket a governed cgroup creates. Raw sockets get no sock_addr
- * hook at all, so for a governed workload they are refused here.
+ * Sockets whose sends never meet a sock_addr hook: raw sockets, and ICMP
+ * "ping" sockets (SOCK_DGRAM with IPPROTO_ICMP/ICMPV6, open to unprivileged
+ * users through net.ipv4.ping_group_range), which carry any payload to any
+ * host. A governed workload cannot have them.
+ */
+static __always_inline bool sl_sock_unhooked(struct bpf_sock *sk)
+{
+	if (sk->type == SOCK_RAW)
+		return true;
+	return sk->type == SOCK_DGRAM &&
+	       (sk->protocol == IPPROTO_ICMP || sk->protocol == IPPROTO_ICMPV6);
+}
+
+/*
+ * Tag every socket a governed cgroup creates, and refuse the ones that no
+ * connect/sendmsg hook would ever see.
  */
 SEC("cgroup/sock_create")
 int sl_sock_create(struct bpf_sock *sk)
@@ -194,11 +211,12 @@ int sl_sock_create(struct bpf_sock *sk)
 		sl_count(id->ring, SL_CNT_TAG_FAIL);
 	}
 
-	if (sk->type != SOCK_RAW)
+	if (!sl_sock_unhooked(sk))
 		return 1;
 
 	verdict = (id->flags & SL_IDF_AUDIT) ? SL_VERDICT_AUDIT : SL_VERDICT_DENY;
-	sl_count(id->ring, SL_CNT_SOCK_DENY);
+	if (verdict == SL_VERDICT_DENY)
+		sl_count(id->ring, SL_CNT_SOCK_DENY);
 	sl_count(id->ring, sl_verdict_counter(verdict));
 	ev = sl_event_reserve(id->ring);
 	if (ev) {
@@ -367,6 +385,14 @@ int sl_sockops(struct bpf_sock_ops *ctx)
 	return 1;
 }
 
+/* On hybrid hosts the v1 hierarchies fire the same tracepoints, with ids
+ * numbered on their own that can equal a v2 cgroup's: only the default
+ * (v2) hierarchy, id 0, is ours. */
+static __always_inline bool sl_cgroup_is_v2(struct cgroup *cgrp)
+{
+	return BPF_CORE_READ(cgrp, root, hierarchy_id) == 0;
+}
+
 /* NAME (NUL-terminated, at most SL_NAME_MAX bytes) is PREFIX*SUFFIX. */
 static __always_inline bool sl_glob_match(const char *name, __u32 len, const struct sl_glob *g)
 {
@@ -404,6 +430,8 @@ int BPF_PROG(sl_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 	__u64 parent, id;
 	int len;
 
+	if (!sl_cgroup_is_v2(cgrp))
+		return 0;
 	id = BPF_CORE_READ(cgrp, kn, id);
 	len = bpf_probe_read_kernel_str(nk.name, sizeof(nk.name), BPF_CORE_READ(cgrp, kn, name));
 	if (len <= 1 || len >= SL_NAME_MAX)
@@ -434,8 +462,11 @@ int BPF_PROG(sl_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 SEC("tp_btf/cgroup_rmdir")
 int BPF_PROG(sl_cgroup_rmdir, struct cgroup *cgrp, const char *path)
 {
-	__u64 id = BPF_CORE_READ(cgrp, kn, id);
+	__u64 id;
 
+	if (!sl_cgroup_is_v2(cgrp))
+		return 0;
+	id = BPF_CORE_READ(cgrp, kn, id);
 	bpf_map_delete_elem(&sl_ident, &id);
 	return 0;
 }

@@ -49,6 +49,10 @@
 #define MAX_FOLLOWERS	16
 #define MAX_WATCHES	1024
 #define HOUSEKEEP_S	10
+/* Editors save by moving the old file away, then writing the new one:
+ * a removal is applied only if the file is still gone this much later,
+ * so that a save never opens the workload for a moment. */
+#define REMOVAL_DELAY_MS 300
 
 struct pfile {
 	char *name;		/* file name in the policy directory */
@@ -88,7 +92,9 @@ struct daemon {
 	struct ring_buffer *rb;
 	int ring_fd;
 	void *ring_cons, *ring_prod;	/* read-only maps of the ring's positions */
-	int epfd, sfd, ifd, tfd_fqdn, tfd_house, ctl_fd;
+	int epfd, sfd, ifd, tfd_fqdn, tfd_house, tfd_removal, ctl_fd;
+	char *removals[64];	/* files gone, applied after REMOVAL_DELAY_MS */
+	size_t nremovals;
 	int policy_wd;
 	bool stop, ready, dirty;
 
@@ -178,6 +184,48 @@ static char *daemon__diags_text(const struct pol_diags *diags)
 	return buf;
 }
 
+/* A policy is defined once in the directory: two files naming the same
+ * (kind, namespace, name) would silently merge their rules. */
+static int daemon__check_unique(struct daemon *d, const char *name, const struct pol_set *set,
+				struct pol_diags *diags)
+{
+	size_t i, j, k;
+	int err = 0;
+
+	for (i = 0; i < set->ndocs; i++) {
+		char a[160], b[160];
+
+		policy__doc_id(&set->docs[i], a, sizeof(a));
+		for (j = 0; j < d->nfiles; j++) {
+			const struct pol_set *o = &d->files[j].good;
+
+			if (!strcmp(d->files[j].name, name))
+				continue;
+			for (k = 0; k < o->ndocs; k++) {
+				struct pol_diag *v;
+
+				if (o->docs[k].kind != set->docs[i].kind ||
+				    strcmp(policy__doc_id(&o->docs[k], b, sizeof(b)), a))
+					continue;
+				v = realloc(diags->v, (diags->n + 1) * sizeof(*v));
+				if (!v)
+					return -ENOMEM;
+				diags->v = v;
+				v = &v[diags->n++];
+				memset(v, 0, sizeof(*v));
+				v->file = strdup(set->docs[i].file ? set->docs[i].file : name);
+				v->line = set->docs[i].line;
+				v->col = 1;
+				if (asprintf(&v->msg, "policy %s is already defined in %s", a,
+					     d->files[j].name) < 0)
+					v->msg = NULL;
+				err = -EINVAL;
+			}
+		}
+	}
+	return err;
+}
+
 /* Parse one file; the file's last good policies stay if it is invalid. */
 static void daemon__file_load(struct daemon *d, const char *name)
 {
@@ -198,6 +246,8 @@ static void daemon__file_load(struct daemon *d, const char *name)
 		return;
 	f->loads++;
 	err = policy__parse_file(path, &set, &diags);
+	if (!err)
+		err = daemon__check_unique(d, name, &set, &diags);
 	if (err) {
 		f->failures++;
 		d->policy_load_errors++;
@@ -531,9 +581,14 @@ static void daemon__apply_globs(struct daemon *d, struct docref *docs, size_t nd
 				kg[nkg].key[1] = '\0';
 				nkg++;
 			}
-			if (!strstr(kg[k].key, docs[i].id))
-				snprintf(kg[k].key + strlen(kg[k].key), sizeof(kg[k].key) - strlen(kg[k].key),
-					 "%s\n", docs[i].id);
+			{
+				char needle[170];
+
+				snprintf(needle, sizeof(needle), "\n%s\n", docs[i].id);
+				if (!strstr(kg[k].key, needle))
+					snprintf(kg[k].key + strlen(kg[k].key),
+						 sizeof(kg[k].key) - strlen(kg[k].key), "%s\n", docs[i].id);
+			}
 		}
 	}
 	qsort(kg, nkg, sizeof(*kg), kglob_cmp);
@@ -690,10 +745,19 @@ static int daemon__reconcile(struct daemon *d)
 		struct sl_identity want = {}, have;
 		struct set_ent *s = daemon__set(d, docs, ndocs, m[i].key);
 
+		if (!datapath__ident_get(&d->dp, m[i].cgid, &have) &&
+		    !(have.flags & (SL_IDF_DAEMON | SL_IDF_KERNEL)))
+			continue;	/* a sluice run's cgroup: its own policy */
 		if (!s) {
-			/* compile failed: the cgroup keeps the set in force */
-			if (!datapath__ident_get(&d->dp, m[i].cgid, &have))
+			/* compile failed: the cgroup keeps the set in force; a new
+			 * one is selected, so it is default-deny (set 0) meanwhile */
+			if (!datapath__ident_get(&d->dp, m[i].cgid, &have)) {
 				daemon__keep_set(d, have.set_id);
+			} else {
+				want.flags = SL_IDF_DAEMON;
+				want.owner_pid = getpid();
+				datapath__ident_put(&d->dp, m[i].cgid, &want);
+			}
 			err = -EINVAL;
 			continue;
 		}
@@ -1090,6 +1154,43 @@ static int daemon__metrics(void *ctx, const struct httpd_request *req, struct ht
 
 /* ---------------------------------------------------------- loop */
 
+static void daemon__removal_defer(struct daemon *d, const char *name)
+{
+	struct itimerspec its = { .it_value = { 0, REMOVAL_DELAY_MS * 1000000L } };
+	size_t i;
+
+	for (i = 0; i < d->nremovals; i++)
+		if (!strcmp(d->removals[i], name))
+			break;
+	if (i == d->nremovals) {
+		if (d->nremovals == 64) {
+			daemon__file_drop(d, name);	/* a mass removal: no grace */
+			return;
+		}
+		d->removals[d->nremovals] = strdup(name);
+		if (d->removals[d->nremovals])
+			d->nremovals++;
+	}
+	timerfd_settime(d->tfd_removal, 0, &its, NULL);
+}
+
+static void daemon__removals(struct daemon *d)
+{
+	size_t i;
+
+	for (i = 0; i < d->nremovals; i++) {
+		char path[PATH_MAX];
+
+		snprintf(path, sizeof(path), "%s/%s", d->o->policy_dir, d->removals[i]);
+		if (access(path, F_OK))
+			daemon__file_drop(d, d->removals[i]);
+		else
+			daemon__file_load(d, d->removals[i]);
+		free(d->removals[i]);
+	}
+	d->nremovals = 0;
+}
+
 static void daemon__inotify(struct daemon *d)
 {
 	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
@@ -1105,7 +1206,7 @@ static void daemon__inotify(struct daemon *d)
 				if (!ev->len || !daemon__policy_name(ev->name))
 					continue;
 				if (ev->mask & (IN_DELETE | IN_MOVED_FROM))
-					daemon__file_drop(d, ev->name);
+					daemon__removal_defer(d, ev->name);
 				else
 					daemon__file_load(d, ev->name);
 				continue;
@@ -1171,7 +1272,9 @@ static int daemon__setup(struct daemon *d)
 	d->ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
 	d->tfd_fqdn = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	d->tfd_house = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	if (d->sfd < 0 || d->epfd < 0 || d->ifd < 0 || d->tfd_fqdn < 0 || d->tfd_house < 0)
+	d->tfd_removal = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (d->sfd < 0 || d->epfd < 0 || d->ifd < 0 || d->tfd_fqdn < 0 || d->tfd_house < 0 ||
+	    d->tfd_removal < 0)
 		return -errno;
 
 	d->fqdn = fqdn__new(d->o->resolv_conf, 0, 0);
@@ -1253,6 +1356,7 @@ static int daemon__setup(struct daemon *d)
 	daemon__add_fd(d, d->ifd, EPOLLIN);
 	daemon__add_fd(d, d->tfd_fqdn, EPOLLIN);
 	daemon__add_fd(d, d->tfd_house, EPOLLIN);
+	daemon__add_fd(d, d->tfd_removal, EPOLLIN);
 	daemon__add_fd(d, d->ctl_fd, EPOLLIN);
 	daemon__add_fd(d, ring_buffer__epoll_fd(d->rb), EPOLLIN);
 	{
@@ -1309,6 +1413,11 @@ static void daemon__loop(struct daemon *d)
 					d->dirty = true;
 				}
 				fqdn__arm_timerfd(d->fqdn, d->tfd_fqdn);
+			} else if (fd == d->tfd_removal) {
+				uint64_t x;
+
+				if (read(fd, &x, sizeof(x)) < 0) {}
+				daemon__removals(d);
 			} else if (fd == d->tfd_house) {
 				uint64_t x;
 
@@ -1376,6 +1485,8 @@ static void daemon__teardown(struct daemon *d)
 	free(d->files);
 	for (i = 0; i < d->nwatches; i++)
 		free(d->watches[i].path);
+	for (i = 0; i < d->nremovals; i++)
+		free(d->removals[i]);
 	for (i = 0; i < RECENT_FLOWS; i++)
 		free(d->recent[i]);
 	for (i = 0; i < 256; i++)

@@ -376,12 +376,24 @@ out:
 
 static int datapath__check_meta(struct datapath *dp)
 {
+	struct bpf_map_info mi = {};
+	__u32 milen = sizeof(mi);
 	struct sl_meta meta;
 	__u32 zero = 0;
 	uint64_t want;
 	char have[PATH_MAX];
 	int err;
 
+	/* Another build's sl_meta may be larger than ours: never look up
+	 * into our struct before the sizes agree. */
+	if (bpf_obj_get_info_by_fd(dp->map_fd[DP_META], &mi, &milen))
+		return -errno;
+	if (mi.value_size != sizeof(meta)) {
+		pr_err("the datapath pinned at %s comes from another sluice version (sl_meta is %u "
+		       "bytes, this build's %zu); `sluice detach --pin-path %s` it first or use "
+		       "another --pin-path\n", dp->pin_path, mi.value_size, sizeof(meta), dp->pin_path);
+		return -EPROTO;
+	}
 	if (bpf_map_lookup_elem(dp->map_fd[DP_META], &zero, &meta))
 		return -errno;
 	if (meta.abi != SL_ABI_VERSION) {
@@ -521,10 +533,19 @@ int datapath__destroy(const char *pin_path)
 	return err;
 }
 
+static bool datapath__map_empty(int fd)
+{
+	char key[SL_NAME_MAX];
+
+	return bpf_map_get_next_key(fd, NULL, key) && errno == ENOENT;
+}
+
+/* The last user leaves: unless a daemon's state is still there (its
+ * identities, or patterns and names the kernel registers new cgroups by),
+ * nothing needs the datapath any more. */
 void datapath__release(struct datapath *dp)
 {
 	int mutex;
-	__u64 key;
 
 	if (dp->users_fd < 0) {
 		datapath__close_fds(dp);
@@ -533,7 +554,8 @@ void datapath__release(struct datapath *dp)
 	mutex = datapath__mutex(dp->pin_path);
 	flock(dp->users_fd, LOCK_UN);
 	if (mutex >= 0 && !dp->keep && !flock(dp->users_fd, LOCK_EX | LOCK_NB) &&
-	    bpf_map_get_next_key(dp->map_fd[DP_IDENT], NULL, &key) && errno == ENOENT) {
+	    datapath__map_empty(dp->map_fd[DP_IDENT]) && datapath__map_empty(dp->map_fd[DP_GLOBS]) &&
+	    datapath__map_empty(dp->map_fd[DP_NAMES])) {
 		pr_debug("last user of %s: detaching the datapath\n", dp->pin_path);
 		datapath__close_fds(dp);
 		datapath__destroy(dp->pin_path);
@@ -621,7 +643,12 @@ static int datapath__del_by_set(int fd, size_t key_sz, size_t key_off, uint32_t 
 	char *keys = NULL, *prev = NULL, key[64];
 	int err = 0;
 
-	while (!bpf_map_get_next_key(fd, prev, key)) {
+	size_t seen = 0;
+
+	/* Another process deleting the key we stand on restarts the walk
+	 * from the first key: bound the walk, and duplicates are harmless
+	 * (deleting twice gives ENOENT). */
+	while (seen++ < 2 * SL_MAX_LPM_ENTRIES && !bpf_map_get_next_key(fd, prev, key)) {
 		uint32_t s;
 
 		memcpy(&s, key + key_off, sizeof(s));

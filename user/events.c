@@ -395,7 +395,7 @@ int events__render(struct events_render *r, const struct sl_event *ev, char *buf
 	else
 		jw_fmt(&w, "%u", ev->protocol);
 	if (ev->type == SL_EV_SOCK_CREATE)
-		jw_lit(&w, ",\"type\":\"raw\"");
+		jw_lit(&w, ev->sock_type == 2 ? ",\"type\":\"dgram\"" : ",\"type\":\"raw\"");
 	jw_lit(&w, "}");
 
 	switch (ev->type) {

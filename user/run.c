@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +43,7 @@ struct run {
 	const char *cgroup_root;
 	const char *resolv_conf;
 	const char *node;
+	const char *user;
 	char **cmd;
 
 	/* state */
@@ -86,6 +89,9 @@ static void run__usage(FILE *f)
 "  --resolv-conf FILE   resolvers for fqdn rules and the implicit DNS rule\n"
 "                       (default /etc/resolv.conf)\n"
 "  --node NAME          node name in events (default: host name)\n"
+"  --user USER          run CMD as USER (name or uid) with its groups; without it\n"
+"                       CMD runs as root, and root can leave its cgroup or change\n"
+"                       the maps: this governs CMD's network, it is no sandbox\n"
 "\n"
 "SIGHUP reloads the policy files (atomically; a bad file changes nothing).\n"
 "SIGINT and SIGTERM are forwarded to CMD.\n"
@@ -95,7 +101,7 @@ static void run__usage(FILE *f)
 
 static int run__parse(struct run *r, int argc, char **argv)
 {
-	enum { O_POLICY = 1, O_AUDIT, O_EVENTS, O_PIN, O_CGROOT, O_RESOLV, O_NODE, O_HELP };
+	enum { O_POLICY = 1, O_AUDIT, O_EVENTS, O_PIN, O_CGROOT, O_RESOLV, O_NODE, O_USER, O_HELP };
 	static const struct option opts[] = {
 		{ "policy", required_argument, NULL, O_POLICY },
 		{ "audit", no_argument, NULL, O_AUDIT },
@@ -104,6 +110,7 @@ static int run__parse(struct run *r, int argc, char **argv)
 		{ "cgroup-root", required_argument, NULL, O_CGROOT },
 		{ "resolv-conf", required_argument, NULL, O_RESOLV },
 		{ "node", required_argument, NULL, O_NODE },
+		{ "user", required_argument, NULL, O_USER },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, O_HELP },
 		{},
@@ -127,6 +134,7 @@ static int run__parse(struct run *r, int argc, char **argv)
 		case O_CGROOT: r->cgroup_root = optarg; break;
 		case O_RESOLV: r->resolv_conf = optarg; break;
 		case O_NODE: r->node = optarg; break;
+		case O_USER: r->user = optarg; break;
 		case 'v': log__set_level(LOG_DEBUG); break;
 		case 'h':
 		case O_HELP:
@@ -338,6 +346,27 @@ static void run__drain(struct run *r)
 		fflush(r->events);
 }
 
+/* In the child: become USER (a name or a uid) with its groups. */
+static int run__drop_to(const char *user)
+{
+	struct passwd *pw;
+	char *end;
+	long uid;
+
+	errno = 0;
+	uid = strtol(user, &end, 10);
+	pw = (*end || errno) ? getpwnam(user) : getpwuid(uid);
+	if (!pw) {
+		fprintf(stderr, "sluice run: no such user: %s\n", user);
+		return -ENOENT;
+	}
+	if (initgroups(pw->pw_name, pw->pw_gid) || setgid(pw->pw_gid) || setuid(pw->pw_uid)) {
+		fprintf(stderr, "sluice run: cannot become %s: %s\n", user, strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
 static int run__spawn(struct run *r)
 {
 	int go[2];
@@ -357,6 +386,8 @@ static int run__spawn(struct run *r)
 		/* Wait until the parent has put us in the cgroup: exec'ing
 		 * before would let CMD's first sockets escape. */
 		if (read(go[0], &c, 1) != 1)
+			_exit(127);
+		if (r->user && run__drop_to(r->user))
 			_exit(127);
 		execvp(r->cmd[0], r->cmd);
 		fprintf(stderr, "sluice run: cannot execute %s: %s\n", r->cmd[0], strerror(errno));
@@ -461,12 +492,25 @@ static void run__cleanup(struct run *r)
 {
 	uint64_t cnt[SL_CNT_MAX];
 
-	if (r->dp_open && r->registered &&
-	    !datapath__counters(&r->dp, r->ring, cnt)) {
-		uint64_t lost = cnt[SL_CNT_EV_LOST_FULL] + cnt[SL_CNT_EV_LOST_NORING];
+	int err;
 
-		if (lost)
-			pr_warn("%llu event(s) lost: the ring was full\n", (unsigned long long)lost);
+	/* What CMD left behind goes first, while the identity still governs
+	 * it: removing the identity first would let it connect anywhere. */
+	if (r->cg_made && (err = cgroup__remove(r->cg_path))) {
+		pr_warn("cgroup %s not removed (%s): its identity stays so that what is left "
+			"in it remains governed\n", r->cg_path, strerror(-err));
+		r->registered = false;
+		r->set_id = 0;
+	}
+	if (r->rb)
+		ring_buffer__consume(r->rb);
+	if (r->dp_open && r->ring && !datapath__counters(&r->dp, r->ring, cnt)) {
+		if (cnt[SL_CNT_EV_LOST_FULL])
+			pr_warn("%llu event(s) lost: the ring was full\n",
+				(unsigned long long)cnt[SL_CNT_EV_LOST_FULL]);
+		if (cnt[SL_CNT_EV_LOST_NORING])
+			pr_warn("%llu event(s) lost: no ring installed for them\n",
+				(unsigned long long)cnt[SL_CNT_EV_LOST_NORING]);
 		pr_debug("verdicts: %llu allow, %llu deny, %llu audit; %llu events read\n",
 			 (unsigned long long)cnt[SL_CNT_ALLOW], (unsigned long long)cnt[SL_CNT_DENY],
 			 (unsigned long long)cnt[SL_CNT_AUDIT], (unsigned long long)r->nevents);
@@ -483,12 +527,10 @@ static void run__cleanup(struct run *r)
 		datapath__set_del(&r->dp, r->set_id);
 	if (r->rb)
 		ring_buffer__free(r->rb);
-	if (r->ring)
+	if (r->ring && r->registered)
 		datapath__ring_del(&r->dp, r->ring);
 	if (r->ring_fd > 0)
 		close(r->ring_fd);
-	if (r->cg_made && cgroup__remove(r->cg_path))
-		pr_warn("cgroup %s not removed: %s\n", r->cg_path, strerror(errno));
 	if (r->dp_open)
 		datapath__release(&r->dp);
 	if (r->events && r->events != stdout)

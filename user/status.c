@@ -512,9 +512,14 @@ int explain__main(int argc, char **argv)
 		return json_error(o.json, "cannot parse or resolve destination '%s' "
 				  "(want ADDR:PORT, [V6]:PORT or NAME:PORT, optionally /tcp|/udp)",
 				  argv[o.argi]), 2;
-	if (cgroup__abspath(o.cgroup, abs, sizeof(abs)) ||
-	    cgroup__ancestry(abs, (uint64_t *)c.cgids, SL_MAX_CGROUP_DEPTH))
-		return json_error(o.json, "no such cgroup: %s", abs);
+	if (cgroup__abspath(o.cgroup, abs, sizeof(abs)))
+		return json_error(o.json, "bad cgroup path: %s", o.cgroup);
+	err = cgroup__ancestry(abs, (uint64_t *)c.cgids, SL_MAX_CGROUP_DEPTH);
+	if (err == -E2BIG)
+		return json_error(o.json, "cgroup %s is more than %d levels deep: sluice does not "
+				  "govern it", abs, SL_MAX_CGROUP_DEPTH - 1);
+	if (err)
+		return json_error(o.json, "no such cgroup: %s (%s)", abs, strerror(-err));
 	c.own_netns = o.own_netns;
 	if (open_pins(&dp, &o))
 		return 1;
@@ -574,7 +579,6 @@ int explain__main(int argc, char **argv)
 	}
 	cJSON_Delete(doc);
 	datapath__release(&dp);
-	(void)err;
 	return 0;
 }
 

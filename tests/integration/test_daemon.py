@@ -388,6 +388,29 @@ def test_policy_lifecycle(c):
         if "error-kept-last-good" not in table or "agent.yaml:10:" not in table:
             raise AssertionError("policies table:\n" + table)
 
+        # the same policy in a second file is refused, not merged
+        dup = os.path.join(s.poldir, "copy.yaml")
+        write_atomic(dup, policy_text("lifecycle", [s.pattern()], [c.deny.port]))
+
+        def dup_refused():
+            files = cli("policies", "--socket", d.sock, "-o", "json")["files"]
+            f = [x for x in files if x["file"] == "copy.yaml"]
+            return f and f[0]["state"] == "error" and f[0]
+        f = poll(dup_refused, 2, "duplicate refused")
+        if "already defined in agent.yaml" not in (f.get("errors") or ""):
+            raise AssertionError(f)
+        assert_eperm(a1, c.deny.port, "duplicate: its rules do not apply")
+        os.unlink(dup)
+
+        # an editor's save: moved away, written again a moment later
+        os.rename(path, path + ".swp")
+        time.sleep(0.1)
+        assert_eperm(a1, c.deny.port, "mid-save: still governed")
+        os.rename(path + ".swp", path)
+        time.sleep(0.5)
+        assert_eperm(a1, c.deny.port, "after the save: governed")
+        assert_allowed(a1, c.allow2.port, "after the save: allowed port")
+
         # removed
         os.unlink(path)
         poll(lambda: connect(a1, c.deny.port)["ret"] == 0, 2, "policy removed")

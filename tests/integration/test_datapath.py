@@ -224,6 +224,26 @@ def test_raw_socket_refused(c):
         eq(ev["verdict"], "deny", "verdict")
         eq(ev["rule"], "raw-socket", "rule")
         eq(ev["socket"]["type"], "raw", "socket type")
+    # ICMP "ping" sockets carry payloads without a sendmsg hook: refused too
+    code = ("import socket,errno\n"
+            "try:\n socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP); print('ok')\n"
+            "except OSError as e: print(errno.errorcode[e.errno])")
+    # root may open them only if its group is in ping_group_range: open it
+    # up for this check and put it back whatever happens
+    rng = "/proc/sys/net/ipv4/ping_group_range"
+    saved = open(rng).read().strip()
+    try:
+        with open(rng, "w") as f:
+            f.write("0 0")
+        r = sluice_run(c.env, [c.policy], ["python3", "-c", code])
+        plain = subprocess.run(["python3", "-c", code], capture_output=True, text=True).stdout
+    finally:
+        with open(rng, "w") as f:
+            f.write(saved)
+    eq(plain.strip(), "ok", "ping socket outside (the kernel allows it)")
+    eq(r.stdout.strip(), "EPERM", "ping socket in a governed cgroup")
+    ev = [e for e in r.events if e["type"] == "sock_create"]
+    eq([(e["verdict"], e["socket"]["type"]) for e in ev], [("deny", "dgram")], "ping socket event")
     # Outside any governed cgroup raw sockets are untouched.
     p = subprocess.run([PROBE, "raw", "4"], capture_output=True, text=True)
     eq(json.loads(p.stdout.strip().splitlines()[-1])["ret"] >= 0, True, "ungoverned raw socket")
@@ -596,6 +616,12 @@ def test_run_forwards_signals_and_exit_status(c):
     eq(r.rc, 128 + 9, "CMD killed by a signal")
     r = sluice_run(c.env, [c.policy], ["/nonexistent/cmd"])
     eq(r.rc, 127, "CMD not found")
+    # --user: CMD without root, still governed
+    r = sluice_run(c.env, [c.policy], [PROBE, "tcp-connect", "127.0.0.1", str(c.deny.port)],
+                   extra=["--user", "nobody"])
+    res = r.probe()
+    eq(res["errname"], "EPERM", "connect as nobody")
+    eq(probe_event(r, res)["process"]["uid"], 65534, "uid in the event")
 
 
 @suite.test
