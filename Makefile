@@ -123,8 +123,7 @@ integration: all progs
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory all progs $(UNIT_BINS)
-	$(Q)$(MAKE) --no-print-directory unit
-	$(Q)$(MAKE) --no-print-directory integration
+	$(Q)tests/run-all.sh
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
