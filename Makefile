@@ -132,6 +132,18 @@ demo: deps
 bench:
 	@echo "make bench: no benchmarks yet (see the benchmark issue)"
 
+# kind (needs docker, kind and kubectl; none of them run on the CI machine):
+# create a cluster, build and load the image, deploy, run the e2e agent.
+.PHONY: kind-up kind-deploy kind-e2e kind-down
+kind-up:
+	$(Q)scripts/kind.sh up
+kind-deploy: kind-up
+	$(Q)scripts/kind.sh deploy
+kind-e2e: kind-deploy
+	$(Q)scripts/kind.sh e2e
+kind-down:
+	$(Q)scripts/kind.sh down
+
 vmlinux:
 	$(call msg,GEN,$(VMLINUX))
 	$(Q)mkdir -p $(dir $(VMLINUX)) && $(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $(VMLINUX)

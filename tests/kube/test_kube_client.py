@@ -688,4 +688,8 @@ class Requests(Base):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    res = unittest.main(exit=False).result
+    failed = len(res.failures) + len(res.errors)
+    print("%d passed, %d failed, %d skipped" % (res.testsRun - failed - len(res.skipped), failed,
+                                                len(res.skipped)))
+    sys.exit(1 if failed else 0)
