@@ -40,6 +40,8 @@
 #include "events.h"
 #include "fqdn.h"
 #include "httpd.h"
+#include "k8s.h"
+#include "podcg.h"
 #include "log.h"
 #include "policy.h"
 #include "sink.h"
@@ -80,8 +82,23 @@ struct vcount {
 	uint64_t n;
 };
 
+/* A pod of this node selected by a policy: its cgroup once found. */
+struct podref {
+	char uid[40];
+	char names[PODCG_NAMES + 2][SL_NAME_MAX];	/* every name it may get */
+	size_t nnames;
+	char path[PATH_MAX];	/* found cgroup, or "" */
+	uint64_t cgid;
+	char ns[64], pod[256], sa[256];
+	bool used;
+};
+
 struct daemon {
 	const struct daemon_opts *o;
+	struct k8s *k8s;
+	unsigned long k8s_gen;	/* policy generation the sets were built from */
+	struct podref *pods;
+	size_t npods;
 	char mount[PATH_MAX];
 	struct datapath dp;
 	bool dp_open;
@@ -299,6 +316,8 @@ static int daemon__load_dir(struct daemon *d)
 struct docref {
 	const struct pol_doc *doc;
 	char id[160];
+	size_t npaths;		/* cgroupPaths in force: none for cluster objects */
+	bool k8s;
 };
 
 static size_t daemon__docs(struct daemon *d, struct docref **out)
@@ -319,7 +338,26 @@ static size_t daemon__docs(struct daemon *d, struct docref **out)
 				continue;
 			v = nv;
 			v[n].doc = &s->docs[j];
+			v[n].npaths = s->docs[j].ncgroup_paths;
+			v[n].k8s = false;
 			policy__doc_id(&s->docs[j], v[n].id, sizeof(v[n].id));
+			n++;
+		}
+	}
+	if (d->k8s) {
+		const struct pol_doc **kd;
+		size_t nk = k8s__docs(d->k8s, &kd);
+
+		for (j = 0; j < nk; j++) {
+			struct docref *nv = realloc(v, (n + 1) * sizeof(*v));
+
+			if (!nv)
+				continue;
+			v = nv;
+			v[n].doc = kd[j];
+			v[n].npaths = 0;	/* in a cluster, pods are selected by labels */
+			v[n].k8s = true;
+			policy__doc_id(kd[j], v[n].id, sizeof(v[n].id));
 			n++;
 		}
 	}
@@ -495,7 +533,7 @@ static bool daemon__path_selected(struct daemon *d, struct docref *docs, size_t 
 	size_t i, j;
 
 	for (i = 0; i < ndocs; i++)
-		for (j = 0; j < docs[i].doc->ncgroup_paths; j++) {
+		for (j = 0; j < docs[i].npaths; j++) {
 			daemon__pattern_abs(d, docs[i].doc->cgroup_paths[j], p, sizeof(p));
 			if (!fnmatch(p, abs, FNM_PATHNAME))
 				return true;
@@ -555,7 +593,7 @@ static void daemon__apply_globs(struct daemon *d, struct docref *docs, size_t nd
 	size_t nstale = 0;
 
 	for (i = 0; i < ndocs; i++) {
-		for (j = 0; j < docs[i].doc->ncgroup_paths; j++) {
+		for (j = 0; j < docs[i].npaths; j++) {
 			struct sl_glob g;
 			char parent[PATH_MAX];
 			uint64_t pid;
@@ -669,7 +707,7 @@ static void daemon__update_watches(struct daemon *d, struct docref *docs, size_t
 	size_t i, j, k;
 
 	for (i = 0; i < ndocs; i++)
-		for (j = 0; j < docs[i].doc->ncgroup_paths; j++) {
+		for (j = 0; j < docs[i].npaths; j++) {
 			char abs[PATH_MAX], pre[PATH_MAX];
 			size_t mlen = strlen(d->mount);
 
@@ -696,6 +734,159 @@ static void daemon__update_watches(struct daemon *d, struct docref *docs, size_t
 		}
 }
 
+/* ---------------------------------------------------------- pods */
+
+static struct podref *daemon__podref(struct daemon *d, const char *uid)
+{
+	struct podref *v;
+
+	for (size_t i = 0; i < d->npods; i++)
+		if (!strcmp(d->pods[i].uid, uid))
+			return &d->pods[i];
+	v = realloc(d->pods, (d->npods + 1) * sizeof(*v));
+	if (!v)
+		return NULL;
+	d->pods = v;
+	v = &d->pods[d->npods++];
+	memset(v, 0, sizeof(*v));
+	snprintf(v->uid, sizeof(v->uid), "%s", uid);
+	return v;
+}
+
+/* Every name the pod's cgroup may get: the QoS class may not be known yet
+ * when the API server first tells of the pod. */
+static void daemon__pod_names(struct podref *r, const struct k8s_pod *p)
+{
+	char n[PODCG_NAMES][SL_NAME_MAX];
+	int q;
+
+	r->nnames = 0;
+	for (q = PODCG_GUARANTEED; q <= PODCG_BESTEFFORT; q++) {
+		if (p->qos >= 0 && q != p->qos)
+			continue;
+		if (podcg__names(p->uid, q, n))
+			continue;
+		memcpy(r->names[r->nnames++], n[0], SL_NAME_MAX);
+		if (q == (p->qos >= 0 ? p->qos : PODCG_GUARANTEED))
+			memcpy(r->names[r->nnames++], n[1], SL_NAME_MAX);
+	}
+}
+
+static bool daemon__pod_name_wanted(struct daemon *d, const char *name)
+{
+	for (size_t i = 0; i < d->npods; i++)
+		for (size_t j = 0; d->pods[i].used && j < d->pods[i].nnames; j++)
+			if (!strcmp(d->pods[i].names[j], name))
+				return true;
+	return false;
+}
+
+/*
+ * Pods of this node selected by policy objects: their cgroups are
+ * announced to the kernel by name (sl_names), so a pod whose cgroup the
+ * kubelet has yet to create is governed from its first socket, and the
+ * cgroups that exist are registered directly.
+ */
+static void daemon__reconcile_pods(struct daemon *d, struct docref *docs, size_t ndocs,
+				   struct match **m, size_t *nm)
+{
+	struct sl_name_key nk, stale[256];
+	size_t i, j, nstale = 0;
+	void *prev = NULL;
+
+	for (i = 0; i < d->npods; i++)
+		d->pods[i].used = false;
+	for (i = 0; d->k8s && i < k8s__npods(d->k8s); i++) {
+		const struct k8s_pod *p = k8s__pod(d->k8s, i);
+		char key[2048] = "\n";
+		struct sl_identity t = {};
+		struct podref *r;
+		struct set_ent *s;
+
+		for (j = 0; j < ndocs; j++)
+			if (docs[j].k8s && k8s__selects(d->k8s, docs[j].doc, p) &&
+			    strlen(key) + strlen(docs[j].id) + 2 < sizeof(key))
+				snprintf(key + strlen(key), sizeof(key) - strlen(key), "%s\n", docs[j].id);
+		if (!key[1])
+			continue;
+		r = daemon__podref(d, p->uid);
+		if (!r)
+			continue;
+		r->used = true;
+		snprintf(r->ns, sizeof(r->ns), "%s", p->ns);
+		snprintf(r->pod, sizeof(r->pod), "%s", p->name);
+		snprintf(r->sa, sizeof(r->sa), "%s", p->sa);
+		daemon__pod_names(r, p);
+		s = daemon__set(d, docs, ndocs, key);
+		t.set_id = s ? s->set_id : 0;	/* default-deny if it did not compile */
+		t.flags = ((s ? s->flags : 0) & ~SL_IDF_DAEMON) | SL_IDF_KERNEL;
+		t.owner_pid = getpid();
+		for (j = 0; j < r->nnames; j++) {
+			memcpy(nk.name, r->names[j], SL_NAME_MAX);
+			bpf_map_update_elem(d->dp.map_fd[DP_NAMES], &nk, &t, BPF_ANY);
+		}
+		/* the cgroup, if the kubelet made it: found by name */
+		if (r->path[0] && access(r->path, F_OK))
+			r->path[0] = '\0';
+		if (!r->path[0]) {
+			char n2[PODCG_NAMES][SL_NAME_MAX];
+
+			for (j = 0; j < r->nnames && !r->path[0]; j += PODCG_NAMES) {
+				memcpy(n2[0], r->names[j], SL_NAME_MAX);
+				memcpy(n2[1], r->names[j + 1 < r->nnames ? j + 1 : j], SL_NAME_MAX);
+				if (podcg__find(d->dp.cgroup_root, (const char (*)[SL_NAME_MAX])n2, 8,
+						r->path, sizeof(r->path)))
+					r->path[0] = '\0';
+			}
+		}
+		if (r->path[0] && !cgroup__id(r->path, &r->cgid))
+			for (j = 0; j < ndocs; j++)
+				if (docs[j].k8s && k8s__selects(d->k8s, docs[j].doc, p))
+					daemon__match_add(m, nm, r->path, r->cgid, docs[j].id);
+	}
+	for (i = 0; i < d->npods;) {
+		if (d->pods[i].used) {
+			i++;
+			continue;
+		}
+		d->pods[i] = d->pods[--d->npods];
+	}
+	/* names no selected pod has any more */
+	while (nstale < 256 && !bpf_map_get_next_key(d->dp.map_fd[DP_NAMES], prev, &nk)) {
+		if (!daemon__pod_name_wanted(d, nk.name))
+			stale[nstale++] = nk;
+		prev = &nk;
+	}
+	for (i = 0; i < nstale; i++)
+		bpf_map_delete_elem(d->dp.map_fd[DP_NAMES], &stale[i]);
+}
+
+static int daemon__workload(void *ctx, uint64_t cgid, struct events_workload *out)
+{
+	struct daemon *d = ctx;
+	char rel[PATH_MAX];
+	const char *base;
+	size_t i, j;
+
+	for (i = 0; i < d->npods; i++)
+		if (d->pods[i].cgid == cgid)
+			goto found;
+	/* registered by the kernel before we found it: known by its name */
+	if (cgroup__path_of(cgid, rel, sizeof(rel)))
+		return -ENOENT;
+	base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
+	for (i = 0; i < d->npods; i++)
+		for (j = 0; j < d->pods[i].nnames; j++)
+			if (!strcmp(d->pods[i].names[j], base))
+				goto found;
+	return -ENOENT;
+found:
+	out->ns = d->pods[i].ns;
+	out->pod = d->pods[i].pod;
+	out->sa = d->pods[i].sa;
+	return 0;
+}
+
 /* ---------------------------------------------------------- reconcile */
 
 static int daemon__reconcile(struct daemon *d)
@@ -711,13 +902,19 @@ static int daemon__reconcile(struct daemon *d)
 
 	d->dirty = false;
 	d->reconciles++;
+	/* a changed policy object keeps its id: rebuild every set */
+	if (d->k8s && k8s__policy_gen(d->k8s) != d->k8s_gen) {
+		d->k8s_gen = k8s__policy_gen(d->k8s);
+		for (i = 0; i < d->nsets; i++)
+			d->sets[i].key[0] = '\0';
+	}
 	for (i = 0; i < d->nsets; i++)
 		d->sets[i].used = false;
 	ndocs = daemon__docs(d, &docs);
 
 	/* 1. cgroups selected by each pattern */
 	for (i = 0; i < ndocs; i++) {
-		for (j = 0; j < docs[i].doc->ncgroup_paths; j++) {
+		for (j = 0; j < docs[i].npaths; j++) {
 			char abs[PATH_MAX];
 			glob_t g;
 			size_t k;
@@ -735,6 +932,9 @@ static int daemon__reconcile(struct daemon *d)
 			globfree(&g);
 		}
 	}
+
+	/* 1b. pods selected by policy objects (Kubernetes mode) */
+	daemon__reconcile_pods(d, docs, ndocs, &m, &nm);
 
 	/* 2. patterns the kernel applies at mkdir (before the identities, so
 	 * a cgroup created during this round is covered either way) */
@@ -795,7 +995,8 @@ static int daemon__reconcile(struct daemon *d)
 
 			if (!cgroup__path_of(key, rel, sizeof(rel)) &&
 			    !cgroup__abspath(rel, abs, sizeof(abs)) &&
-			    daemon__path_selected(d, docs, ndocs, abs))
+			    (daemon__path_selected(d, docs, ndocs, abs) ||
+			     daemon__pod_name_wanted(d, strrchr(abs, '/') + 1)))
 				want = true;
 		}
 		if (!want)
@@ -1014,8 +1215,11 @@ static void daemon__control(struct daemon *d)
 		cJSON_Delete(out);
 	} else if (!strcmp(cmd->valuestring, "policies")) {
 		out = cJSON_CreateObject();
-		cJSON_AddStringToObject(out, "policy_dir", d->o->policy_dir);
+		if (d->o->policy_dir)
+			cJSON_AddStringToObject(out, "policy_dir", d->o->policy_dir);
 		cJSON_AddItemToObject(out, "files", daemon__policies_json(d));
+		if (d->k8s)
+			cJSON_AddItemToObject(out, "objects", k8s__policies_json(d->k8s));
 		daemon__send_json(fd, out);
 		cJSON_Delete(out);
 	} else if (!strcmp(cmd->valuestring, "daemon")) {
@@ -1024,7 +1228,9 @@ static void daemon__control(struct daemon *d)
 		out = cJSON_CreateObject();
 		cJSON_AddNumberToObject(out, "pid", getpid());
 		cJSON_AddNumberToObject(out, "uptime_s", (double)(now_mono() - d->start_ns) / 1e9);
-		cJSON_AddStringToObject(out, "policy_dir", d->o->policy_dir);
+		if (d->o->policy_dir)
+			cJSON_AddStringToObject(out, "policy_dir", d->o->policy_dir);
+		cJSON_AddBoolToObject(out, "kubernetes", d->k8s != NULL);
 		cJSON_AddBoolToObject(out, "ready", d->ready);
 		cJSON_AddNumberToObject(out, "events_read", (double)d->events_read);
 		cJSON_AddNumberToObject(out, "identities", (double)d->identities);
@@ -1225,6 +1431,13 @@ static void daemon__inotify(struct daemon *d)
 	}
 }
 
+static void daemon__k8s_changed(void *ctx)
+{
+	struct daemon *d = ctx;
+
+	d->dirty = true;
+}
+
 static void daemon__add_fd(struct daemon *d, int fd, uint32_t events)
 {
 	struct epoll_event ev = { .events = events, .data.fd = fd };
@@ -1323,6 +1536,25 @@ static int daemon__setup(struct daemon *d)
 		return -errno;
 	daemon__map_ring(d);
 
+	if (d->o->kubernetes) {
+		struct k8s_opts ko = {
+			.node = d->o->node,
+			.kubeconfig = d->o->kubeconfig,
+			.sa_dir = d->o->kube_sa_dir,
+			.stall_ms = d->o->kube_stall_ms,
+		};
+		char msg[512] = "";
+
+		err = k8s__start(&ko, daemon__k8s_changed, d, &d->k8s, msg, sizeof(msg));
+		if (err) {
+			pr_err("kubernetes: %s\n", msg[0] ? msg : strerror(-err));
+			return err;
+		}
+		d->render.workload = daemon__workload;
+		d->render.workload_ctx = d;
+		daemon__add_fd(d, k8s__fd(d->k8s), EPOLLIN);
+	}
+
 	if (d->o->metrics_addr) {
 		char msg[256] = "";
 
@@ -1338,19 +1570,21 @@ static int daemon__setup(struct daemon *d)
 			httpd__port(d->httpd));
 	}
 
-	d->policy_wd = inotify_add_watch(d->ifd, d->o->policy_dir,
+	d->policy_wd = !d->o->policy_dir ? -1 : inotify_add_watch(d->ifd, d->o->policy_dir,
 					 IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
 					 IN_ONLYDIR);
-	if (d->policy_wd < 0) {
+	if (d->o->policy_dir && d->policy_wd < 0) {
 		pr_err("cannot watch policy directory %s: %s\n", d->o->policy_dir, strerror(errno));
 		return -errno;
 	}
-	daemon__load_dir(d);
+	if (d->o->policy_dir)
+		daemon__load_dir(d);
 	daemon__reconcile(d);
 	datapath__gc(&d->dp);
-	d->ready = true;
+	/* In a cluster, ready means the first lists are in force. */
+	d->ready = !d->k8s;
 	if (d->httpd)
-		httpd__set_ready(d->httpd, true);
+		httpd__set_ready(d->httpd, d->ready);
 
 	daemon__add_fd(d, d->sfd, EPOLLIN);
 	daemon__add_fd(d, d->ifd, EPOLLIN);
@@ -1392,7 +1626,8 @@ static void daemon__loop(struct daemon *d)
 					if (si.ssi_signo == SIGHUP) {
 						if (d->sink)
 							sink__reopen(d->sink);
-						daemon__load_dir(d);
+						if (d->o->policy_dir)
+							daemon__load_dir(d);
 						d->dirty = true;
 					} else {
 						d->stop = true;
@@ -1426,6 +1661,8 @@ static void daemon__loop(struct daemon *d)
 				d->dirty = true;
 			} else if (fd == d->ctl_fd) {
 				daemon__control(d);
+			} else if (d->k8s && fd == k8s__fd(d->k8s)) {
+				k8s__run(d->k8s);
 			} else if (d->httpd && fd == httpd__fd(d->httpd)) {
 				httpd__run(d->httpd);
 			} else {
@@ -1436,6 +1673,14 @@ static void daemon__loop(struct daemon *d)
 			httpd__run(d->httpd);
 		if (d->dirty)
 			daemon__reconcile(d);
+		if (!d->ready && d->k8s && k8s__synced(d->k8s)) {
+			daemon__reconcile(d);
+			d->ready = true;
+			if (d->httpd)
+				httpd__set_ready(d->httpd, true);
+			pr_info("kubernetes: synced; %zu selected pod(s) on node %s\n", d->npods,
+				d->o->node);
+		}
 		if (d->sink)
 			sink__flush(d->sink);
 	}
@@ -1458,6 +1703,9 @@ static void daemon__teardown(struct daemon *d)
 		close(d->followers[i]);
 	if (d->httpd)
 		httpd__stop(d->httpd);
+	if (d->k8s)
+		k8s__stop(d->k8s);
+	free(d->pods);
 	if (d->ctl_fd > 0) {
 		close(d->ctl_fd);
 		unlink(d->o->control_path);

@@ -19,6 +19,10 @@ struct daemon_opts {
 	const char *node;
 	bool observe_all;
 	bool detach_on_exit;
+	bool kubernetes;		/* policies and pods from the API server */
+	const char *kubeconfig;		/* NULL: in-cluster configuration */
+	const char *kube_sa_dir;	/* in-cluster credentials directory override */
+	unsigned int kube_stall_ms;	/* watch stall detection (tests) */
 };
 
 /* Runs until SIGTERM/SIGINT; returns the exit status. */

@@ -377,6 +377,15 @@ int events__render(struct events_render *r, const struct sl_event *ev, char *buf
 	jw_fmt(&w, ",\"cgroup_id\":%llu", (unsigned long long)ev->cgroup_id);
 	if (governed && ev->ident_cgid != ev->cgroup_id)
 		jw_fmt(&w, ",\"identity_cgroup_id\":%llu", (unsigned long long)ev->ident_cgid);
+	if (governed && r->workload) {
+		struct events_workload wl = {};
+
+		if (!r->workload(r->workload_ctx, ev->ident_cgid, &wl) && wl.pod) {
+			jw_key_str(&w, "namespace", wl.ns);
+			jw_key_str(&w, "pod", wl.pod);
+			jw_key_str(&w, "service_account", wl.sa);
+		}
+	}
 	jw_lit(&w, "}");
 
 	if (ev->pid) {

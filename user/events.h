@@ -13,7 +13,15 @@ struct datapath;
 
 struct events_names;	/* caches of rule, set and cgroup names */
 
+/* Kubernetes names of an identity (a pod cgroup), if known. */
+struct events_workload {
+	const char *ns, *pod, *sa;
+};
+typedef int (*events_workload_fn)(void *ctx, uint64_t ident_cgid, struct events_workload *out);
+
 struct events_render {
+	events_workload_fn workload;	/* optional */
+	void *workload_ctx;
 	char node[64];
 	int64_t mono_to_real_ns;	/* CLOCK_REALTIME - CLOCK_MONOTONIC */
 	struct datapath *dp;		/* rule and set names from the pins; may be NULL */

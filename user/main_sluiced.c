@@ -17,7 +17,7 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: sluiced --policy-dir DIR [OPTIONS]\n"
+"usage: sluiced (--policy-dir DIR | --kubernetes) [OPTIONS]\n"
 "\n"
 "The sluice node daemon: compiles the AgentPolicy/ClusterAgentPolicy files in\n"
 "DIR into the kernel's maps for the cgroups their spec.selector.cgroupPaths\n"
@@ -26,6 +26,14 @@ static void usage(FILE *f)
 "datapath, and SIGTERM leaves it in place unless --detach-on-exit.\n"
 "\n"
 "  --policy-dir DIR        policy files (*.yaml, *.yml, *.json), watched with inotify\n"
+"  --kubernetes            AgentPolicy/ClusterAgentPolicy objects and this node's pods\n"
+"                          from the API server (in-cluster service account)\n"
+"  --kubeconfig FILE       the API server from a kubeconfig instead (implies\n"
+"                          --kubernetes; for development)\n"
+"  --node NAME             this node (default NODE_NAME); also names events\n"
+"  --kube-sa-dir DIR       in-cluster credentials directory (default\n"
+"                          /var/run/secrets/kubernetes.io/serviceaccount)\n"
+"  --kube-stall-ms MS      reconnect a watch silent this long (default 90000)\n"
 "  --cgroup-root PATH      cgroup the programs are attached to (default: the\n"
 "                          cgroup2 mount, so that every socket is seen)\n"
 "  --pin-path PATH         BPF pin directory (default %s)\n"
@@ -37,7 +45,6 @@ static void usage(FILE *f)
 "                          (e.g. 127.0.0.1:9962, [::1]:9962, :9962)\n"
 "  --control-socket PATH   CLI socket (default %s, mode 0600)\n"
 "  --resolv-conf FILE      resolvers for fqdn rules and the DNS rule\n"
-"  --node NAME             node name in events (default: host name)\n"
 "  --observe-all           events for ungoverned sockets too (rule \"ungoverned\")\n"
 "  --detach-on-exit        remove the datapath on SIGTERM/SIGINT\n"
 "  -v, --verbose           debug output, including libbpf's\n"
@@ -71,7 +78,8 @@ static int parse_size(const char *s, uint64_t *out)
 int main(int argc, char **argv)
 {
 	enum { O_POLICY_DIR = 1, O_CGROOT, O_PIN, O_EVENTS, O_MAXSIZE, O_KEEP, O_METRICS,
-	       O_CONTROL, O_RESOLV, O_NODE, O_OBSERVE, O_DETACH, O_VERSION, O_HELP };
+	       O_CONTROL, O_RESOLV, O_NODE, O_OBSERVE, O_DETACH, O_VERSION, O_HELP,
+	       O_KUBE, O_KUBECONFIG, O_KUBE_SA_DIR, O_KUBE_STALL };
 	static const struct option opts[] = {
 		{ "policy-dir", required_argument, NULL, O_POLICY_DIR },
 		{ "cgroup-root", required_argument, NULL, O_CGROOT },
@@ -85,6 +93,10 @@ int main(int argc, char **argv)
 		{ "node", required_argument, NULL, O_NODE },
 		{ "observe-all", no_argument, NULL, O_OBSERVE },
 		{ "detach-on-exit", no_argument, NULL, O_DETACH },
+		{ "kubernetes", no_argument, NULL, O_KUBE },
+		{ "kubeconfig", required_argument, NULL, O_KUBECONFIG },
+		{ "kube-sa-dir", required_argument, NULL, O_KUBE_SA_DIR },
+		{ "kube-stall-ms", required_argument, NULL, O_KUBE_STALL },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ "help", no_argument, NULL, O_HELP },
@@ -130,6 +142,18 @@ int main(int argc, char **argv)
 		case O_NODE: o.node = optarg; break;
 		case O_OBSERVE: o.observe_all = true; break;
 		case O_DETACH: o.detach_on_exit = true; break;
+		case O_KUBE: o.kubernetes = true; break;
+		case O_KUBECONFIG: o.kubeconfig = optarg; o.kubernetes = true; break;
+		case O_KUBE_SA_DIR: o.kube_sa_dir = optarg; break;
+		case O_KUBE_STALL:
+			errno = 0;
+			v = strtol(optarg, &end, 10);
+			if (errno || *end || v < 100 || v > 3600000) {
+				fprintf(stderr, "sluiced: --kube-stall-ms: want 100..3600000, not '%s'\n", optarg);
+				return 2;
+			}
+			o.kube_stall_ms = v;
+			break;
 		case 'v': log__set_level(LOG_DEBUG); break;
 		case O_VERSION:
 			printf("sluiced %s\n", SLUICE_VERSION);
@@ -147,12 +171,18 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sluiced: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
-	if (!o.policy_dir) {
-		fprintf(stderr, "sluiced: --policy-dir is required\n");
+	if (o.kubernetes && !o.node)
+		o.node = getenv("NODE_NAME");
+	if (o.kubernetes && (!o.node || !*o.node)) {
+		fprintf(stderr, "sluiced: --kubernetes needs --node NAME or NODE_NAME (the downward API's spec.nodeName)\n");
+		return 2;
+	}
+	if (!o.policy_dir && !o.kubernetes) {
+		fprintf(stderr, "sluiced: --policy-dir or --kubernetes is required\n");
 		usage(stderr);
 		return 2;
 	}
-	if (stat(o.policy_dir, &st) || !S_ISDIR(st.st_mode)) {
+	if (o.policy_dir && (stat(o.policy_dir, &st) || !S_ISDIR(st.st_mode))) {
 		fprintf(stderr, "sluiced: --policy-dir %s: not a directory\n", o.policy_dir);
 		return 2;
 	}

@@ -298,10 +298,12 @@ static void status_print_table(cJSON *doc)
 	cJSON *dm = cJSON_GetObjectItem(doc, "daemon");
 
 	if (cJSON_IsTrue(cJSON_GetObjectItem(dm, "running")))
-		printf("Daemon:     sluiced pid %.0f, up %.0f s, policies from %s, %.0f events read\n",
+		printf("Daemon:     sluiced pid %.0f, up %.0f s, policies from %s%s, %.0f events read\n",
 		       cJSON_GetObjectItem(dm, "pid")->valuedouble,
 		       cJSON_GetObjectItem(dm, "uptime_s")->valuedouble,
-		       cJSON_GetObjectItem(dm, "policy_dir")->valuestring,
+		       cJSON_IsString(cJSON_GetObjectItem(dm, "policy_dir")) ?
+		       cJSON_GetObjectItem(dm, "policy_dir")->valuestring : "",
+		       cJSON_IsTrue(cJSON_GetObjectItem(dm, "kubernetes")) ? " (and the API server)" : "",
 		       cJSON_GetObjectItem(dm, "events_read")->valuedouble);
 	else
 		printf("Daemon:     not running (no answer on %s)\n",
@@ -686,7 +688,25 @@ int policies__main(int argc, char **argv)
 		cJSON_Delete(doc);
 		return 0;
 	}
-	printf("Policy directory: %s\n\n", cJSON_GetObjectItem(doc, "policy_dir")->valuestring);
+	{
+		cJSON *pd = cJSON_GetObjectItem(doc, "policy_dir"), *obj;
+
+		if (cJSON_IsString(pd))
+			printf("Policy directory: %s\n\n", pd->valuestring);
+		if (cJSON_GetArraySize(cJSON_GetObjectItem(doc, "objects"))) {
+			printf("%-60s %-22s %s\n", "KUBERNETES OBJECT", "STATE", "POLICIES");
+			cJSON_ArrayForEach(obj, cJSON_GetObjectItem(doc, "objects")) {
+				cJSON *e = cJSON_GetObjectItem(obj, "errors");
+
+				printf("%-60s %-22s %.0f\n", cJSON_GetObjectItem(obj, "object")->valuestring,
+				       cJSON_GetObjectItem(obj, "state")->valuestring,
+				       cJSON_GetObjectItem(obj, "policies")->valuedouble);
+				if (cJSON_IsString(e))
+					printf("%s", e->valuestring);
+			}
+			printf("\n");
+		}
+	}
 	printf("%-28s %-22s %-34s %-8s %-6s %s\n", "FILE", "STATE", "POLICY", "MODE", "RULES",
 	       "CGROUP PATHS");
 	cJSON_ArrayForEach(f, cJSON_GetObjectItem(doc, "files")) {

@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+"""sluiced --kubernetes against the test API server (tests/kube), with real
+BPF and cgroups laid out as the kubelet lays them, for both cgroup drivers.
+
+The daemon runs in-cluster mode (service-account directory, TLS with the
+server's CA, bearer token), as in the DaemonSet.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "kube"))
+from harness import (PROBE, REPO, SLUICE, Env, Suite, TcpEcho, eq, free_port,  # noqa: E402
+                     read_events, remove_cgroup_tree)
+import kubetest  # noqa: E402
+
+SLUICED = os.path.join(REPO, "build", "sluiced")
+NODE = "node-itest"
+ENTER = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
+
+suite = Suite()
+
+
+def probe_in(cg, *args):
+    p = subprocess.run(["sh", "-c", ENTER, cg, PROBE] + [str(a) for a in args],
+                       capture_output=True, text=True, timeout=20)
+    return json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][-1])
+
+
+def poll(fn, timeout, what):
+    end = time.time() + timeout
+    last = None
+    while time.time() < end:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError("timed out (%ss) waiting for %s; last: %r" % (timeout, what, last))
+
+
+def policy(name, ns, labels, port, extra=None):
+    spec = {"selector": {"podSelector": {"matchLabels": labels}},
+            "egress": [{"name": "llm", "class": "llm", "to": [{"cidr": "127.0.0.1/32"}],
+                        "ports": [{"port": port, "protocol": "TCP"}]}]}
+    spec.update(extra or {})
+    return kubetest.agentpolicy(name, ns, spec)
+
+
+class Ctx:
+    def __init__(self):
+        self.env = Env()
+        self.allow = TcpEcho(self.env)
+        self.allow2 = TcpEcho(self.env)
+        self.deny = TcpEcho(self.env)
+        self.api = kubetest.ApiServer(tls=True, token="t0", bookmark_interval=0.5)
+        self.api.start()
+        self.env.closers.append(self.api.close)
+        self.cg = os.path.join(self.env.cg_root, "node")
+        os.makedirs(self.cg, exist_ok=True)
+        # the kubelet's service-account directory, as mounted in the pod
+        self.sa = self.env.path("sa")
+        os.makedirs(self.sa)
+        os.symlink(self.api.token_file, os.path.join(self.sa, "token"))
+        os.symlink(self.api.ca, os.path.join(self.sa, "ca.crt"))
+        with open(os.path.join(self.sa, "namespace"), "w") as f:
+            f.write("sluice-system")
+        self.events = self.env.path("k8s-events.jsonl")
+        self.sock = self.env.path("k8s.sock")
+        self.metrics = free_port()
+        env = dict(os.environ, KUBERNETES_SERVICE_HOST="127.0.0.1",
+                   KUBERNETES_SERVICE_PORT=str(self.api.port))
+        self.errpath = self.env.path("sluiced-k8s.stderr")
+        self.daemon = subprocess.Popen(
+            [SLUICED, "--kubernetes", "--node", NODE, "--kube-sa-dir", self.sa,
+             "--kube-stall-ms", "3000", "--cgroup-root", self.cg, "--pin-path", self.env.pin,
+             "--control-socket", self.sock, "--events", self.events,
+             "--metrics", "127.0.0.1:%d" % self.metrics], env=env,
+            stdout=subprocess.DEVNULL, stderr=open(self.errpath, "w"))
+        self.env.procs.append(self.daemon)
+        self.api.apply(kubetest.namespace("agents", {"team": "ml"}),
+                       kubetest.namespace("other", {"team": "web"}))
+        poll(self.ready, 15, "sluiced ready")
+
+    def ready(self):
+        if self.daemon.poll() is not None:
+            raise AssertionError("sluiced exited:\n" + open(self.errpath).read())
+        try:
+            import urllib.request
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+                    "http://127.0.0.1:%d/readyz" % self.metrics, timeout=1) as r:
+                return r.status == 200
+        except Exception:
+            return False
+
+    def kubelet_mkdir(self, pod, driver="systemd", container="c0"):
+        """Create the pod's cgroup and a container below it; return the latter."""
+        uid, qos = pod["metadata"]["uid"], pod["status"]["qosClass"]
+        u = uid.replace("-", "_")
+        if driver == "systemd":
+            if qos == "Guaranteed":
+                parts = ["kubepods.slice", "kubepods-pod%s.slice" % u]
+            else:
+                q = qos.lower()
+                parts = ["kubepods.slice", "kubepods-%s.slice" % q, "kubepods-%s-pod%s.slice" % (q, u)]
+            leaf = "cri-containerd-%s.scope" % container
+        else:
+            parts = ["kubepods"] + ([] if qos == "Guaranteed" else [qos.lower()]) + ["pod" + uid]
+            leaf = container
+        path = self.cg
+        for p in parts + [leaf]:
+            path = os.path.join(path, p)
+            os.makedirs(path, exist_ok=True)
+        return path
+
+    def names_count(self):
+        out = subprocess.run(["bpftool", "-j", "map", "dump", "pinned",
+                              os.path.join(self.env.pin, "sl_names")],
+                             capture_output=True, text=True).stdout
+        try:
+            return len(json.loads(out))
+        except ValueError:
+            return 0
+
+
+@suite.test
+def test_pod_governed_from_first_connect_systemd(c):
+    pol = policy("agent", "agents", {"app": "agent"}, c.allow.port)
+    pod = kubetest.pod("agent-1", ns="agents", node=NODE, labels={"app": "agent"})
+    c.api.apply(pol, pod)
+    # the API told of the pod before the kubelet made its cgroup: the
+    # kernel knows its name in advance
+    poll(lambda: c.names_count() >= 2, 5, "pod cgroup names announced")
+    cg = c.kubelet_mkdir(pod)
+    res = probe_in(cg, "tcp-connect", "127.0.0.1", c.deny.port)
+    eq(res["errname"], "EPERM", "first connect from the new pod, denied destination")
+    eq(probe_in(cg, "tcp-connect", "127.0.0.1", c.allow.port)["ret"], 0, "allowed destination")
+    ev = poll(lambda: [e for e in read_events(c.events)
+                       if e["type"] == "connect" and e["process"]["pid"] == res["pid"]], 3,
+              "the deny event")[0]
+    eq(ev["verdict"], "deny", "verdict")
+    eq(ev["policy"], "agents/agent", "policy")
+    eq(ev["workload"].get("namespace"), "agents", "workload namespace")
+    eq(ev["workload"].get("pod"), "agent-1", "workload pod")
+    eq(ev["workload"].get("service_account"), "default", "workload service account")
+    # another pod on this node, not selected: untouched
+    other = kubetest.pod("web-1", ns="agents", node=NODE, labels={"app": "web"})
+    c.api.apply(other)
+    time.sleep(0.3)
+    ocg = c.kubelet_mkdir(other)
+    eq(probe_in(ocg, "tcp-connect", "127.0.0.1", c.deny.port)["ret"], 0, "unselected pod")
+
+
+@suite.test
+def test_policy_update_delete_and_invalid_event(c):
+    pod = kubetest.pod("agent-2", ns="agents", node=NODE, labels={"app": "agent2"},
+                       qos="BestEffort")
+    c.api.apply(policy("agent2", "agents", {"app": "agent2"}, c.allow.port), pod)
+    time.sleep(0.3)
+    cg = c.kubelet_mkdir(pod, driver="cgroupfs")
+    poll(lambda: probe_in(cg, "tcp-connect", "127.0.0.1", c.deny.port)["errname"] == "EPERM", 5,
+         "governed (cgroupfs driver)")
+    # updated: allow2 instead
+    c.api.apply(policy("agent2", "agents", {"app": "agent2"}, c.allow2.port))
+    poll(lambda: probe_in(cg, "tcp-connect", "127.0.0.1", c.allow2.port)["ret"] == 0, 5,
+         "update applied")
+    eq(probe_in(cg, "tcp-connect", "127.0.0.1", c.allow.port)["errname"], "EPERM", "old port")
+    # invalid: an Event on the object, the last good version stays
+    bad = policy("agent2", "agents", {"app": "agent2"}, 70000)
+    c.api.apply(bad)
+    ev = poll(lambda: [e for e in c.api.events() if e.get("reason") == "InvalidPolicy"], 5,
+              "InvalidPolicy event")[0]
+    eq(ev["involvedObject"]["name"], "agent2", "event's object")
+    eq(ev["type"], "Warning", "event type")
+    if "70000" not in ev["message"]:
+        raise AssertionError(ev["message"])
+    eq(probe_in(cg, "tcp-connect", "127.0.0.1", c.allow2.port)["ret"], 0, "last good still allows")
+    eq(probe_in(cg, "tcp-connect", "127.0.0.1", c.deny.port)["errname"], "EPERM", "still denies")
+    # deleted: the pod is no longer governed
+    c.api.delete("AgentPolicy", "agent2", namespace="agents")
+    poll(lambda: probe_in(cg, "tcp-connect", "127.0.0.1", c.deny.port)["ret"] == 0, 5,
+         "delete applied")
+
+
+@suite.test
+def test_cluster_policy_namespace_selector_and_guardrail(c):
+    guard = kubetest.clusteragentpolicy("guard", {
+        "namespaceSelector": {"matchLabels": {"team": "ml"}},
+        "selector": {"podSelector": {"matchLabels": {"tier": "agent"}}},
+        "egress": [{"name": "llm-any", "class": "llm", "to": [{"cidr": "127.0.0.0/8"}]}],
+        "egressDeny": [{"name": "no-deny-port", "to": [{"cidr": "127.0.0.1/32"}],
+                        "ports": [{"port": c.deny.port}]}]})
+    ml = kubetest.pod("ml-1", ns="agents", node=NODE, labels={"tier": "agent"})
+    web = kubetest.pod("web-2", ns="other", node=NODE, labels={"tier": "agent"})
+    c.api.apply(guard, ml, web)
+    time.sleep(0.3)
+    mlcg, webcg = c.kubelet_mkdir(ml), c.kubelet_mkdir(web)
+    poll(lambda: probe_in(mlcg, "tcp-connect", "127.0.0.1", c.deny.port)["errname"] == "EPERM",
+         5, "guardrail deny beats the /8 allow")
+    eq(probe_in(mlcg, "tcp-connect", "127.0.0.1", c.allow.port)["ret"], 0, "cluster allow")
+    eq(probe_in(webcg, "tcp-connect", "127.0.0.1", c.deny.port)["ret"], 0,
+       "namespace not selected")
+    c.api.delete("ClusterAgentPolicy", "guard")
+
+
+@suite.test
+def test_api_faults_and_token_rotation(c):
+    pod = kubetest.pod("agent-3", ns="agents", node=NODE, labels={"app": "agent3"})
+    c.api.apply(pod)
+    time.sleep(0.2)
+    cg = c.kubelet_mkdir(pod)
+    step = [0]
+
+    def applied(port):
+        step[0] += 1
+        c.api.apply(policy("agent3", "agents", {"app": "agent3"}, port))
+        poll(lambda: probe_in(cg, "tcp-connect", "127.0.0.1", port)["ret"] == 0 and
+             probe_in(cg, "tcp-connect", "127.0.0.1", c.deny.port)["errname"] == "EPERM", 10,
+             "policy step %d after a fault" % step[0])
+
+    applied(c.allow.port)
+    c.api.fault("drop")
+    applied(c.allow2.port)
+    c.api.compact()          # every resourceVersion too old: 410, relist
+    c.api.fault("drop")
+    applied(c.allow.port)
+    c.api.fault("garbage")
+    applied(c.allow2.port)
+    c.api.fault("stall", seconds=6)   # longer than --kube-stall-ms
+    applied(c.allow.port)
+    # token rotation: the old token is refused from now on
+    c.api.set_token("t1")
+    c.api.fault("drop")
+    applied(c.allow2.port)
+    eq(c.daemon.poll(), None, "sluiced still running")
+
+
+if __name__ == "__main__":
+    sys.exit(suite.main(Ctx))
