@@ -727,11 +727,29 @@ static int collect(struct cbuild *b)
 						f->order = b->nfq - 1;
 					}
 					break;
-				case PEER_SERVICE:
+				case PEER_SERVICE: {
+					struct compile_addr *sa = NULL;
+					size_t ns = 0;
+					int e;
+
 					/* Needs the cluster's endpoints; the caller
 					 * decides whether a skip deserves a warning. */
-					o->nskipped_services++;
+					if (!in->resolve_service) {
+						o->nskipped_services++;
+						break;
+					}
+					/* ClusterIP and endpoints both: a socket-LB may
+					 * rewrite the ClusterIP before our hook runs */
+					e = in->resolve_service(in->service_ctx, pe->svc_namespace,
+								pe->svc_name, &sa, &ns);
+					for (size_t k = 0; !e && k < ns; k++)
+						if (item__add(b, sa[k].addr, 128, rule)) {
+							free(sa);
+							return -ENOMEM;
+						}
+					free(sa);
 					break;
+				}
 				}
 			}
 		}

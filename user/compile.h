@@ -21,6 +21,11 @@ struct compile_addr {
 typedef int (*compile_resolve_fn)(void *ctx, const char *fqdn,
 				  struct compile_addr **out, size_t *n);
 
+/* Service resolver (Kubernetes mode): the ClusterIPs and the endpoint
+ * addresses of service NAMESPACE/NAME; 0 with n == 0 if unknown. */
+typedef int (*compile_service_fn)(void *ctx, const char *ns, const char *name,
+				  struct compile_addr **out, size_t *n);
+
 struct compile_input {
 	const struct pol_doc *const *docs;	/* the docs that select the workload */
 	size_t ndocs;
@@ -30,6 +35,10 @@ struct compile_input {
 	size_t nresolvers;
 	compile_resolve_fn resolve;		/* may be NULL: fqdn rules then fail */
 	void *resolve_ctx;
+	/* may be NULL: service destinations are then skipped and counted in
+	 * compiled.nskipped_services */
+	compile_service_fn resolve_service;
+	void *service_ctx;
 };
 
 /* One LPM entry; key.set_id is left 0: the applier fills it in. */

@@ -370,6 +370,12 @@ static int daemon__fqdn_cb(void *ctx, const char *fqdn, struct compile_addr **ou
 	return fqdn__resolve_cb(ctx, fqdn, out, n);
 }
 
+static int daemon__service_cb(void *ctx, const char *ns, const char *name,
+			      struct compile_addr **out, size_t *n)
+{
+	return k8s__service_addrs(ctx, ns, name, out, n);
+}
+
 /* The set for the docs named in KEY (compiled once per reconcile round). */
 static struct set_ent *daemon__set(struct daemon *d, struct docref *docs, size_t ndocs,
 				   const char *key)
@@ -401,6 +407,10 @@ static struct set_ent *daemon__set(struct daemon *d, struct docref *docs, size_t
 			 policies[0] ? "," : "", docs[i].id);
 	}
 	fqdn__resolvers(d->fqdn, &in.resolvers, &in.nresolvers);
+	if (d->k8s) {
+		in.resolve_service = daemon__service_cb;
+		in.service_ctx = d->k8s;
+	}
 	in.docs = sel;
 	in.ndocs = nsel;
 	rc = compile__build(&in, &c, err, sizeof(err));

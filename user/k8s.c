@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include "compile.h"
 #include "k8s.h"
 #include "kube.h"
 #include "log.h"
@@ -35,7 +37,16 @@ struct kns {
 	bool seen;
 };
 
-enum { W_PODS, W_NS, W_AP, W_CAP, W_N };
+/* A Service's ClusterIPs, or one EndpointSlice's addresses. */
+struct kaddrs {
+	char *key;		/* "svc/ns/name" or "eps/ns/slice-name" */
+	char *svc;		/* "ns/name" of the service */
+	struct compile_addr *a;
+	size_t n;
+	bool seen;
+};
+
+enum { W_PODS, W_NS, W_AP, W_CAP, W_SVC, W_EPS, W_N };
 
 struct k8s {
 	struct kube *kube;
@@ -51,6 +62,8 @@ struct k8s {
 	size_t npods;
 	struct kns *nss;
 	size_t nnss;
+	struct kaddrs *addrs;
+	size_t naddrs;
 	const struct pol_doc **docs;	/* rebuilt after policy changes */
 	size_t ndocs;
 	bool docs_dirty;
@@ -341,6 +354,154 @@ static void k8s__ns_event(struct k8s *k, enum kube_event_type type, const cJSON 
 	n->labels = labels ? cJSON_Duplicate(labels, 1) : NULL;
 }
 
+/* ---------------------------------------------------------- services */
+
+static int k8s__parse_ip(const char *s, struct compile_addr *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (inet_pton(AF_INET, s, out->addr + 12) == 1) {
+		out->addr[10] = out->addr[11] = 0xff;
+		out->is_v4 = 1;
+		return 0;
+	}
+	return inet_pton(AF_INET6, s, out->addr) == 1 ? 0 : -EINVAL;
+}
+
+static void k8s__addrs_put(struct k8s *k, const char *key, const char *svc, enum kube_event_type type,
+			   const cJSON *list, const char *field)
+{
+	struct kaddrs *e = NULL, *v;
+	const cJSON *it;
+	size_t i;
+
+	for (i = 0; i < k->naddrs; i++)
+		if (!strcmp(k->addrs[i].key, key))
+			e = &k->addrs[i];
+	k->policy_gen++;	/* sets with service destinations are rebuilt */
+	if (type == KUBE_DELETED) {
+		if (e) {
+			free(e->key);
+			free(e->svc);
+			free(e->a);
+			*e = k->addrs[--k->naddrs];
+		}
+		return;
+	}
+	if (!e) {
+		v = realloc(k->addrs, (k->naddrs + 1) * sizeof(*v));
+		if (!v)
+			return;
+		k->addrs = v;
+		e = &k->addrs[k->naddrs];
+		memset(e, 0, sizeof(*e));
+		e->key = strdup(key);
+		e->svc = strdup(svc);
+		if (!e->key || !e->svc) {
+			free(e->key);
+			free(e->svc);
+			return;
+		}
+		k->naddrs++;
+	}
+	e->seen = true;
+	free(e->a);
+	e->a = NULL;
+	e->n = 0;
+	cJSON_ArrayForEach(it, list) {
+		const cJSON *ips = field ? cJSON_GetObjectItem(it, field) : NULL, *ip;
+		struct compile_addr ca, *na;
+
+		if (!field)
+			ips = NULL;
+		/* clusterIPs: strings; endpoints: {addresses: [..], conditions} */
+		if (cJSON_IsString(it)) {
+			if (k8s__parse_ip(it->valuestring, &ca))
+				continue;
+			na = realloc(e->a, (e->n + 1) * sizeof(*na));
+			if (!na)
+				return;
+			e->a = na;
+			e->a[e->n++] = ca;
+			continue;
+		}
+		cJSON_ArrayForEach(ip, ips) {
+			if (!cJSON_IsString(ip) || k8s__parse_ip(ip->valuestring, &ca))
+				continue;
+			na = realloc(e->a, (e->n + 1) * sizeof(*na));
+			if (!na)
+				return;
+			e->a = na;
+			e->a[e->n++] = ca;
+		}
+	}
+}
+
+static void k8s__svc_event(struct k8s *k, enum kube_event_type type, const cJSON *obj)
+{
+	const char *ns = jstr(obj, "metadata", "namespace"), *name = jstr(obj, "metadata", "name");
+	const cJSON *spec = cJSON_GetObjectItem(obj, "spec");
+	const cJSON *ips = cJSON_GetObjectItem(spec, "clusterIPs");
+	cJSON *one = NULL;
+	char key[600], svc[400];
+
+	if (!ns || !name)
+		return;
+	snprintf(key, sizeof(key), "svc/%s/%s", ns, name);
+	snprintf(svc, sizeof(svc), "%s/%s", ns, name);
+	if (!cJSON_IsArray(ips)) {
+		const char *ip = jstr(obj, "spec", "clusterIP");
+
+		one = cJSON_CreateArray();
+		if (ip && strcmp(ip, "None"))
+			cJSON_AddItemToArray(one, cJSON_CreateString(ip));
+		ips = one;
+	}
+	k8s__addrs_put(k, key, svc, type, ips, NULL);
+	cJSON_Delete(one);
+}
+
+static void k8s__eps_event(struct k8s *k, enum kube_event_type type, const cJSON *obj)
+{
+	const char *ns = jstr(obj, "metadata", "namespace"), *name = jstr(obj, "metadata", "name");
+	const cJSON *labels = cJSON_GetObjectItem(cJSON_GetObjectItem(obj, "metadata"), "labels");
+	const cJSON *svcn = cJSON_GetObjectItem(labels, "kubernetes.io/service-name");
+	char key[600], svc[400];
+
+	if (!ns || !name || !cJSON_IsString(svcn))
+		return;
+	snprintf(key, sizeof(key), "eps/%s/%s", ns, name);
+	snprintf(svc, sizeof(svc), "%s/%s", ns, svcn->valuestring);
+	k8s__addrs_put(k, key, svc, type, cJSON_GetObjectItem(obj, "endpoints"), "addresses");
+}
+
+int k8s__service_addrs(const struct k8s *k, const char *ns, const char *name,
+		       struct compile_addr **out, size_t *n)
+{
+	char svc[400];
+	size_t i, j;
+
+	*out = NULL;
+	*n = 0;
+	snprintf(svc, sizeof(svc), "%s/%s", ns ? ns : "default", name);
+	for (i = 0; i < k->naddrs; i++) {
+		struct compile_addr *na;
+
+		if (strcmp(k->addrs[i].svc, svc) || !k->addrs[i].n)
+			continue;
+		na = realloc(*out, (*n + k->addrs[i].n) * sizeof(*na));
+		if (!na) {
+			free(*out);
+			*out = NULL;
+			*n = 0;
+			return -ENOMEM;
+		}
+		*out = na;
+		for (j = 0; j < k->addrs[i].n; j++)
+			(*out)[(*n)++] = k->addrs[i].a[j];
+	}
+	return 0;
+}
+
 /* ---------------------------------------------------------- watch callbacks */
 
 static void k8s__on_reset(void *ctx)
@@ -358,6 +519,12 @@ static void k8s__on_reset(void *ctx)
 		for (i = 0; i < k->nnss; i++)
 			k->nss[i].seen = false;
 		break;
+	case W_SVC:
+	case W_EPS:
+		for (i = 0; i < k->naddrs; i++)
+			if (!strncmp(k->addrs[i].key, w->which == W_SVC ? "svc/" : "eps/", 4))
+				k->addrs[i].seen = false;
+		break;
 	default:
 		for (i = 0; i < k->npols; i++)
 			if (!strcmp(k->pols[i].kind, w->which == W_AP ? "AgentPolicy" : "ClusterAgentPolicy"))
@@ -374,6 +541,8 @@ static void k8s__on_event(void *ctx, enum kube_event_type type, const cJSON *obj
 	case W_NS: k8s__ns_event(w->k, type, obj); break;
 	case W_AP: k8s__policy_event(w->k, "AgentPolicy", type, obj); break;
 	case W_CAP: k8s__policy_event(w->k, "ClusterAgentPolicy", type, obj); break;
+	case W_SVC: k8s__svc_event(w->k, type, obj); break;
+	case W_EPS: k8s__eps_event(w->k, type, obj); break;
 	}
 	if (w->k->changed)
 		w->k->changed(w->k->ctx);
@@ -402,6 +571,20 @@ static void k8s__on_synced(void *ctx)
 				free(k->nss[i].name);
 				cJSON_Delete(k->nss[i].labels);
 				k->nss[i] = k->nss[--k->nnss];
+			} else {
+				i++;
+			}
+		break;
+	case W_SVC:
+	case W_EPS:
+		for (i = 0; i < k->naddrs;)
+			if (!k->addrs[i].seen &&
+			    !strncmp(k->addrs[i].key, w->which == W_SVC ? "svc/" : "eps/", 4)) {
+				free(k->addrs[i].key);
+				free(k->addrs[i].svc);
+				free(k->addrs[i].a);
+				k->addrs[i] = k->addrs[--k->naddrs];
+				k->policy_gen++;
 			} else {
 				i++;
 			}
@@ -437,6 +620,8 @@ int k8s__start(const struct k8s_opts *o, void (*changed)(void *ctx), void *ctx,
 		[W_NS] = "/api/v1/namespaces",
 		[W_AP] = "/apis/sluice.dev/v1alpha1/agentpolicies",
 		[W_CAP] = "/apis/sluice.dev/v1alpha1/clusteragentpolicies",
+		[W_SVC] = "/api/v1/services",
+		[W_EPS] = "/apis/discovery.k8s.io/v1/endpointslices",
 	};
 	struct kube_opts ko = { .user_agent = "sluiced", .stall_ms = o->stall_ms };
 	struct k8s *k = calloc(1, sizeof(*k));
@@ -498,6 +683,12 @@ void k8s__stop(struct k8s *k)
 		cJSON_Delete(k->nss[i].labels);
 	}
 	free(k->nss);
+	for (i = 0; i < k->naddrs; i++) {
+		free(k->addrs[i].key);
+		free(k->addrs[i].svc);
+		free(k->addrs[i].a);
+	}
+	free(k->addrs);
 	free(k->docs);
 	free(k);
 }

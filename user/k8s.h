@@ -42,7 +42,12 @@ bool k8s__synced(const struct k8s *k);
 
 /* The last good documents of the policy objects. */
 size_t k8s__docs(const struct k8s *k, const struct pol_doc ***out);
-/* Changes whenever a policy document is added, changed or removed. */
+struct compile_addr;
+/* The ClusterIPs and endpoint addresses of service NS/NAME (a
+ * compile_service_fn with the k8s as context). */
+int k8s__service_addrs(const struct k8s *k, const char *ns, const char *name,
+		       struct compile_addr **out, size_t *n);
+/* Changes whenever a policy document, or a service's addresses, change. */
 unsigned long k8s__policy_gen(const struct k8s *k);
 size_t k8s__npods(const struct k8s *k);
 const struct k8s_pod *k8s__pod(const struct k8s *k, size_t i);

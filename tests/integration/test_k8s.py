@@ -209,6 +209,34 @@ def test_cluster_policy_namespace_selector_and_guardrail(c):
 
 
 @suite.test
+def test_service_destinations(c):
+    """service: destinations allow the ClusterIP and every endpoint address."""
+    c.api.apply(kubetest.namespace("tools"),
+                kubetest.service("mcp", ns="tools", cluster_ip="127.0.0.3",
+                                 ports=((c.allow.port, "TCP"),)),
+                kubetest.endpointslice("mcp-x1", "tools", "mcp", ["127.0.0.4"],
+                                       ports=((c.allow.port, "TCP"),)))
+    pol = kubetest.agentpolicy("svc", "agents", {
+        "selector": {"podSelector": {"matchLabels": {"app": "svc"}}},
+        "egress": [{"name": "mcp", "class": "tool",
+                    "to": [{"service": {"name": "mcp", "namespace": "tools"}}],
+                    "ports": [{"port": c.allow.port}]}]})
+    pod = kubetest.pod("svc-1", ns="agents", node=NODE, labels={"app": "svc"})
+    c.api.apply(pol, pod)
+    time.sleep(0.3)
+    cg = c.kubelet_mkdir(pod)
+    ok = lambda ip: probe_in(cg, "tcp-connect", ip, c.allow.port)["ret"] == 0
+    poll(lambda: ok("127.0.0.3"), 5, "ClusterIP allowed")
+    eq(ok("127.0.0.4"), True, "endpoint allowed")
+    eq(probe_in(cg, "tcp-connect", "127.0.0.5", c.allow.port)["errname"], "EPERM", "other address")
+    # the endpoints move: the new address is allowed, the old one no more
+    c.api.apply(kubetest.endpointslice("mcp-x1", "tools", "mcp", ["127.0.0.5"],
+                                       ports=((c.allow.port, "TCP"),)))
+    poll(lambda: ok("127.0.0.5"), 5, "new endpoint allowed")
+    eq(probe_in(cg, "tcp-connect", "127.0.0.4", c.allow.port)["errname"], "EPERM", "old endpoint")
+
+
+@suite.test
 def test_api_faults_and_token_rotation(c):
     pod = kubetest.pod("agent-3", ns="agents", node=NODE, labels={"app": "agent3"})
     c.api.apply(pod)
