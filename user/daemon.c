@@ -90,6 +90,7 @@ struct podref {
 	char path[PATH_MAX];	/* found cgroup, or "" */
 	uint64_t cgid;
 	char ns[64], pod[256], sa[256];
+	cJSON *containers;	/* copy of k8s_pod.containers */
 	bool used;
 };
 
@@ -826,6 +827,8 @@ static void daemon__reconcile_pods(struct daemon *d, struct docref *docs, size_t
 		snprintf(r->ns, sizeof(r->ns), "%s", p->ns);
 		snprintf(r->pod, sizeof(r->pod), "%s", p->name);
 		snprintf(r->sa, sizeof(r->sa), "%s", p->sa);
+		cJSON_Delete(r->containers);
+		r->containers = p->containers ? cJSON_Duplicate(p->containers, 1) : NULL;
 		daemon__pod_names(r, p);
 		s = daemon__set(d, docs, ndocs, key);
 		t.set_id = s ? s->set_id : 0;	/* default-deny if it did not compile */
@@ -859,6 +862,7 @@ static void daemon__reconcile_pods(struct daemon *d, struct docref *docs, size_t
 			i++;
 			continue;
 		}
+		cJSON_Delete(d->pods[i].containers);
 		d->pods[i] = d->pods[--d->npods];
 	}
 	/* names no selected pod has any more */
@@ -871,7 +875,29 @@ static void daemon__reconcile_pods(struct daemon *d, struct docref *docs, size_t
 		bpf_map_delete_elem(d->dp.map_fd[DP_NAMES], &stale[i]);
 }
 
-static int daemon__workload(void *ctx, uint64_t cgid, struct events_workload *out)
+/* The container of a task's cgroup: its runtime's scope name carries the
+ * container id (cri-containerd-<id>.scope, crio-<id>.scope, or <id> with
+ * the cgroupfs driver). */
+static const char *daemon__container(const struct podref *r, const char *cgroup)
+{
+	const cJSON *c;
+	const char *base;
+
+	if (!cgroup || !r->containers)
+		return NULL;
+	base = strrchr(cgroup, '/') ? strrchr(cgroup, '/') + 1 : cgroup;
+	cJSON_ArrayForEach(c, r->containers) {
+		const cJSON *id = cJSON_GetObjectItem(c, "id"), *n = cJSON_GetObjectItem(c, "name");
+
+		if (cJSON_IsString(id) && cJSON_IsString(n) && *id->valuestring &&
+		    strstr(base, id->valuestring))
+			return n->valuestring;
+	}
+	return NULL;
+}
+
+static int daemon__workload(void *ctx, uint64_t cgid, const char *cgroup,
+			    struct events_workload *out)
 {
 	struct daemon *d = ctx;
 	char rel[PATH_MAX];
@@ -894,6 +920,7 @@ found:
 	out->ns = d->pods[i].ns;
 	out->pod = d->pods[i].pod;
 	out->sa = d->pods[i].sa;
+	out->container = daemon__container(&d->pods[i], cgroup);
 	return 0;
 }
 
@@ -1715,6 +1742,8 @@ static void daemon__teardown(struct daemon *d)
 		httpd__stop(d->httpd);
 	if (d->k8s)
 		k8s__stop(d->k8s);
+	for (i = 0; i < d->npods; i++)
+		cJSON_Delete(d->pods[i].containers);
 	free(d->pods);
 	if (d->ctl_fd > 0) {
 		close(d->ctl_fd);

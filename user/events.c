@@ -380,9 +380,11 @@ int events__render(struct events_render *r, const struct sl_event *ev, char *buf
 	if (governed && r->workload) {
 		struct events_workload wl = {};
 
-		if (!r->workload(r->workload_ctx, ev->ident_cgid, &wl) && wl.pod) {
+		if (!r->workload(r->workload_ctx, ev->ident_cgid, cgpath, &wl) && wl.pod) {
 			jw_key_str(&w, "namespace", wl.ns);
 			jw_key_str(&w, "pod", wl.pod);
+			if (wl.container)
+				jw_key_str(&w, "container", wl.container);
 			jw_key_str(&w, "service_account", wl.sa);
 		}
 	}

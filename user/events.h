@@ -16,8 +16,11 @@ struct events_names;	/* caches of rule, set and cgroup names */
 /* Kubernetes names of an identity (a pod cgroup), if known. */
 struct events_workload {
 	const char *ns, *pod, *sa;
+	const char *container;		/* from the task's cgroup, or NULL */
 };
-typedef int (*events_workload_fn)(void *ctx, uint64_t ident_cgid, struct events_workload *out);
+/* CGROUP: the task's cgroup path (may be NULL). */
+typedef int (*events_workload_fn)(void *ctx, uint64_t ident_cgid, const char *cgroup,
+				  struct events_workload *out);
 
 struct events_render {
 	events_workload_fn workload;	/* optional */

@@ -295,6 +295,7 @@ static void k8s__pod_event(struct k8s *k, enum kube_event_type type, const cJSON
 	if (type == KUBE_DELETED) {
 		if (p) {
 			cJSON_Delete(p->p.labels);
+			cJSON_Delete(p->p.containers);
 			*p = k->pods[--k->npods];
 		}
 		return;
@@ -315,6 +316,25 @@ static void k8s__pod_event(struct k8s *k, enum kube_event_type type, const cJSON
 	p->p.qos = podcg__qos_parse(jstr(obj, "status", "qosClass"));
 	cJSON_Delete(p->p.labels);
 	p->p.labels = labels ? cJSON_Duplicate(labels, 1) : NULL;
+	cJSON_Delete(p->p.containers);
+	p->p.containers = cJSON_CreateArray();
+	{
+		const cJSON *st = cJSON_GetObjectItem(cJSON_GetObjectItem(obj, "status"),
+						      "containerStatuses"), *c;
+
+		cJSON_ArrayForEach(c, st) {
+			const char *n = jstr(c, "name", NULL), *id = jstr(c, "containerID", NULL);
+			const char *sep = id ? strstr(id, "://") : NULL;
+			cJSON *e;
+
+			if (!n || !sep || !p->p.containers)
+				continue;
+			e = cJSON_CreateObject();
+			cJSON_AddStringToObject(e, "name", n);
+			cJSON_AddStringToObject(e, "id", sep + 3);
+			cJSON_AddItemToArray(p->p.containers, e);
+		}
+	}
 }
 
 static void k8s__ns_event(struct k8s *k, enum kube_event_type type, const cJSON *obj)
@@ -560,6 +580,7 @@ static void k8s__on_synced(void *ctx)
 		for (i = 0; i < k->npods;)
 			if (!k->pods[i].seen) {
 				cJSON_Delete(k->pods[i].p.labels);
+				cJSON_Delete(k->pods[i].p.containers);
 				k->pods[i] = k->pods[--k->npods];
 			} else {
 				i++;
@@ -675,8 +696,10 @@ void k8s__stop(struct k8s *k)
 	for (i = 0; i < k->npols; i++)
 		kpol_free(&k->pols[i]);
 	free(k->pols);
-	for (i = 0; i < k->npods; i++)
+	for (i = 0; i < k->npods; i++) {
 		cJSON_Delete(k->pods[i].p.labels);
+		cJSON_Delete(k->pods[i].p.containers);
+	}
 	free(k->pods);
 	for (i = 0; i < k->nnss; i++) {
 		free(k->nss[i].name);

@@ -29,6 +29,7 @@ struct k8s_pod {
 	char sa[256];			/* spec.serviceAccountName */
 	int qos;			/* enum podcg_qos, or -1 unknown */
 	struct cJSON *labels;		/* metadata.labels (object) or NULL */
+	struct cJSON *containers;	/* [{"name":..,"id":<runtime id without scheme>}] */
 };
 
 /* CHANGED runs (from k8s__run) whenever the store changed. */
