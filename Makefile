@@ -129,8 +129,16 @@ demo: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)examples/demo.sh
 
-bench:
-	@echo "make bench: no benchmarks yet (see the benchmark issue)"
+# Benchmarks (tests/bench, docs/benchmarks.md); root, about 5 minutes.
+# `make bench BENCH_ARGS=--smoke`: every part once at tiny sizes, seconds.
+bench: all
+	$(Q)mkdir -p $(OUTPUT)/bench
+	$(call msg,CC,$(OUTPUT)/bench/connbench)
+	$(Q)$(CC) $(CFLAGS) $(WARN) -pthread tests/bench/connbench.c -o $(OUTPUT)/bench/connbench
+	$(call msg,LD,$(OUTPUT)/bench/pipebench)
+	$(Q)$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) tests/bench/pipebench.c $(OUTPUT)/libsluice.a \
+		$(LDLIBS) -o $(OUTPUT)/bench/pipebench
+	$(Q)SLUICE_BENCH_BUILT=1 python3 tests/bench/run.py $(BENCH_ARGS)
 
 # kind (needs docker, kind and kubectl; none of them run on the CI machine):
 # create a cluster, build and load the image, deploy, run the e2e agent.
