@@ -39,6 +39,8 @@
 #include "datapath.h"
 #include "events.h"
 #include "fqdn.h"
+#include "correlate.h"
+#include "gwsrc.h"
 #include "httpd.h"
 #include "k8s.h"
 #include "podcg.h"
@@ -69,6 +71,11 @@ struct set_ent {
 	uint32_t set_id;
 	uint32_t flags;
 	bool used;
+	/* for the gateway join */
+	bool has_gateway;	/* a rule of class gateway */
+	bool tools_listed;	/* some rule lists MCP tools */
+	char **tools;
+	size_t ntools;
 };
 
 struct watch {
@@ -96,6 +103,11 @@ struct podref {
 
 struct daemon {
 	const struct daemon_opts *o;
+	struct correlate *corr;
+	struct gwsrc *gw;
+	int tfd_gw;
+	unsigned long gw_ticks;
+	unsigned int batch;	/* records in this consume round */
 	struct k8s *k8s;
 	unsigned long k8s_gen;	/* policy generation the sets were built from */
 	struct podref *pods;
@@ -377,6 +389,60 @@ static int daemon__service_cb(void *ctx, const char *ns, const char *name,
 	return k8s__service_addrs(ctx, ns, name, out, n);
 }
 
+static void daemon__set_free(struct set_ent *e)
+{
+	for (size_t i = 0; i < e->ntools; i++)
+		free(e->tools[i]);
+	free(e->tools);
+	free(e->key);
+	e->tools = NULL;
+	e->ntools = 0;
+	e->key = NULL;
+}
+
+/* What the join needs of a set: does it name a gateway, which MCP tools it
+ * allows; and the gateway's listeners, so that flows to them are kept. */
+static void daemon__set_gateway_info(struct daemon *d, struct set_ent *e,
+				     const struct pol_doc **docs, size_t ndocs,
+				     const struct compiled *c)
+{
+	size_t i, j, k;
+
+	for (i = 0; i < ndocs; i++)
+		for (j = 0; j < docs[i]->negress; j++) {
+			const struct pol_rule *r = &docs[i]->egress[j];
+
+			e->has_gateway |= r->class == SL_CLASS_GATEWAY && !r->deny;
+			for (k = 0; k < r->ntools; k++) {
+				char **nt = realloc(e->tools, (e->ntools + 1) * sizeof(*nt));
+
+				if (!nt)
+					break;
+				e->tools = nt;
+				e->tools[e->ntools] = strdup(r->tools[k]);
+				if (e->tools[e->ntools])
+					e->ntools++;
+				e->tools_listed = true;
+			}
+		}
+	if (!d->corr)
+		return;
+	for (i = 0; i < c->nentries; i++) {
+		const struct compile_entry *ce = &c->entries[i];
+
+		if (ce->key.prefixlen != SL_LPM_SET_BITS + 128)
+			continue;	/* listeners are hosts, not networks */
+		for (j = 0; j < ce->val.n && j < SL_MAX_PORT_ENTRIES; j++) {
+			const struct sl_port_entry *pe = &ce->val.e[j];
+
+			if (pe->class != SL_CLASS_GATEWAY || pe->action != SL_ACTION_ALLOW)
+				continue;
+			correlate__gateway_addr(d->corr, ce->key.addr,
+						pe->port_lo == pe->port_hi ? pe->port_lo : 0);
+		}
+	}
+}
+
 /* The set for the docs named in KEY (compiled once per reconcile round). */
 static struct set_ent *daemon__set(struct daemon *d, struct docref *docs, size_t ndocs,
 				   const char *key)
@@ -386,7 +452,8 @@ static struct set_ent *daemon__set(struct daemon *d, struct docref *docs, size_t
 	struct compiled c = {};
 	struct set_ent *e;
 	char err[512] = "", policies[128] = "";
-	size_t i, nsel = 0;
+	const struct pol_doc **sel_docs;
+	size_t i, nsel = 0, nsel_docs;
 	int rc;
 
 	for (i = 0; i < d->nsets; i++)
@@ -415,13 +482,16 @@ static struct set_ent *daemon__set(struct daemon *d, struct docref *docs, size_t
 	in.docs = sel;
 	in.ndocs = nsel;
 	rc = compile__build(&in, &c, err, sizeof(err));
-	free(sel);
+	sel_docs = sel;
+	nsel_docs = nsel;
 	if (rc) {
+		free(sel);
 		pr_err("cannot compile policies %s: %s\n", policies, err[0] ? err : strerror(-rc));
 		return NULL;
 	}
 	e = realloc(d->sets, (d->nsets + 1) * sizeof(*e));
 	if (!e) {
+		free(sel);
 		compile__free(&c);
 		return NULL;
 	}
@@ -436,9 +506,13 @@ static struct set_ent *daemon__set(struct daemon *d, struct docref *docs, size_t
 		events__names_add_set(&d->render, e->set_id, policies);
 	}
 	e->flags = c.flags | SL_IDF_DAEMON;
+	daemon__set_gateway_info(d, e, sel_docs, nsel_docs, &c);
+	free(sel);
 	compile__free(&c);
-	if (rc)
+	if (rc) {
+		daemon__set_free(e);
 		return NULL;
+	}
 	e->key = strdup(key);
 	e->used = true;
 	d->nsets++;
@@ -1052,7 +1126,7 @@ static int daemon__reconcile(struct daemon *d)
 			continue;
 		}
 		datapath__set_del(&d->dp, d->sets[i].set_id);
-		free(d->sets[i].key);
+		daemon__set_free(&d->sets[i]);
 		d->sets[i] = d->sets[--d->nsets];
 	}
 	{
@@ -1087,24 +1161,27 @@ static int daemon__reconcile(struct daemon *d)
 
 /* ---------------------------------------------------------- events */
 
-static void daemon__count_verdict(struct daemon *d, const char *line)
+/* Verdicts by policy, rule, class and verdict for the metrics, from the
+ * record's ids and the name caches (no JSON round trip per event). */
+static void daemon__count_verdict(struct daemon *d, const struct sl_event *ev)
 {
-	cJSON *j = cJSON_Parse(line);
-	const char *f[4] = { "policy", "rule", "class", "verdict" };
-	char key[200] = "";
+	const char *rule = events__reserved_rule(ev->rule_id), *policy = NULL;
+	const struct sl_rule_meta *rm = NULL;
+	char key[200];
 	struct vcount *v;
 	unsigned int h = 5381;
 	int i;
 
-	if (!j)
-		return;
-	for (i = 0; i < 4; i++) {
-		cJSON *it = cJSON_GetObjectItem(j, f[i]);
-
-		snprintf(key + strlen(key), sizeof(key) - strlen(key), "%s%s", i ? "\x1f" : "",
-			 cJSON_IsString(it) ? it->valuestring : "");
+	if (!rule) {
+		rm = events__rule_meta(&d->render, ev->set_id, ev->rule_id);
+		rule = rm ? rm->rule : "";
+		policy = rm ? rm->policy : NULL;
 	}
-	cJSON_Delete(j);
+	if (!policy && ev->ident_cgid)
+		policy = events__set_name(&d->render, ev->set_id);
+	snprintf(key, sizeof(key), "%s\x1f%s\x1f%s\x1f%s", policy ? policy : "", rule,
+		 rm ? policy__class_name(rm->class) : ev->class ? policy__class_name(ev->class) : "",
+		 events__verdict_name(ev->verdict));
 	for (i = 0; key[i]; i++)
 		h = h * 33 + (unsigned char)key[i];
 	for (v = d->vcounts[h % 256]; v; v = v->next)
@@ -1127,24 +1204,11 @@ static void daemon__follower_drop(struct daemon *d, size_t i)
 	d->followers[i] = d->followers[--d->nfollowers];
 }
 
-static int daemon__on_event(void *ctx, void *data, size_t size)
+/* One record out: the sink, the recent-flows buffer, the followers. */
+static void daemon__emit_line(struct daemon *d, char *buf, int n)
 {
-	struct daemon *d = ctx;
-	const struct sl_event *ev = data;
-	char buf[2048];
 	size_t i;
-	int n;
 
-	if (size < sizeof(*ev))
-		return 0;
-	d->events_read++;
-	n = events__render(&d->render, ev, buf, sizeof(buf) - 1);
-	if (n < 0) {
-		d->events_render_fail++;
-		return 0;
-	}
-	if (ev->type == SL_EV_CONNECT || ev->type == SL_EV_SENDMSG || ev->type == SL_EV_SOCK_CREATE)
-		daemon__count_verdict(d, buf);
 	if (d->sink)
 		sink__write(d->sink, buf, n);
 	free(d->recent[d->recent_next]);
@@ -1165,6 +1229,134 @@ static int daemon__on_event(void *ctx, void *data, size_t size)
 		}
 		i++;
 	}
+}
+
+static void daemon__corr_emit(void *ctx, const struct corr_record *rec)
+{
+	struct daemon *d = ctx;
+	char buf[8192];
+	int n = correlate__render(d->corr, rec, buf, sizeof(buf) - 1);
+
+	if (n < 0) {
+		d->events_render_fail++;
+		return;
+	}
+	daemon__emit_line(d, buf, n);
+}
+
+/* The kernel's side of the join: flows to gateway listeners, and connects
+ * of identities whose policy names a gateway. */
+static void daemon__correlate_event(struct daemon *d, const struct sl_event *ev)
+{
+	struct corr_flow_meta meta = {};
+	const struct sl_rule_meta *rm;
+	struct events_workload wl = {};
+	const struct set_ent *s = NULL;
+	char path[PATH_MAX] = "";
+	size_t i;
+
+	if (!d->corr || !ev->ident_cgid)
+		return;
+	for (i = 0; i < d->nsets; i++)
+		if (d->sets[i].set_id == ev->set_id)
+			s = &d->sets[i];
+	if (!s)
+		return;		/* a sluice run's identity: not ours to join */
+	/* Only what can matter: connects of identities that name a gateway
+	 * (bypass), and flows that may go to a gateway listener. */
+	if ((ev->type == SL_EV_CONNECT || ev->type == SL_EV_SENDMSG) && !s->has_gateway)
+		return;
+	if ((ev->type == SL_EV_ESTABLISHED || ev->type == SL_EV_CLOSE) &&
+	    ev->class != SL_CLASS_GATEWAY && !d->o->ngateway_addrs)
+		return;
+	rm = events__rule_meta(&d->render, ev->set_id, ev->rule_id);
+	{
+		const char *cp = events__cgroup_name(&d->render, ev->cgroup_id);
+
+		snprintf(path, sizeof(path), "%s", cp ? cp : "");
+	}
+	if (d->render.workload)
+		d->render.workload(d->render.workload_ctx, ev->ident_cgid, path, &wl);
+	meta.time_ns = ev->ts_ns + d->render.mono_to_real_ns;
+	meta.cgroup = path;
+	meta.pod_namespace = wl.ns ? wl.ns : "";
+	meta.pod_name = wl.pod ? wl.pod : "";
+	meta.service_account = wl.sa ? wl.sa : "";
+	meta.policy = rm ? rm->policy : "";
+	meta.rule = rm ? rm->rule : events__reserved_rule(ev->rule_id);
+	meta.class = rm ? rm->class : ev->class;
+	meta.has_gateway = s->has_gateway;
+	meta.tools_listed = s->tools_listed;
+	meta.tools = (const char *const *)s->tools;
+	meta.ntools = s->ntools;
+	if (ev->type == SL_EV_ESTABLISHED || ev->type == SL_EV_CLOSE)
+		correlate__flow(d->corr, ev, &meta);
+	else if (ev->type == SL_EV_CONNECT || ev->type == SL_EV_SENDMSG)
+		correlate__connect(d->corr, ev, &meta);
+}
+
+static void daemon__on_event_one(struct daemon *d, const struct sl_event *ev);
+
+static int daemon__on_event(void *ctx, void *data, size_t size)
+{
+	struct daemon *d = ctx;
+	const struct sl_event *ev = data;
+
+	if (size < sizeof(*ev))
+		return 0;
+	d->events_read++;
+	/* A bounded batch per loop round: under a connect storm the ring
+	 * would otherwise keep the loop from the control socket, HTTP and
+	 * inotify. libbpf stops on a negative return; this record is done. */
+	if (++d->batch >= 4096) {
+		d->batch = 0;
+		daemon__on_event_one(d, ev);
+		return -EAGAIN;
+	}
+	daemon__on_event_one(d, ev);
+	return 0;
+}
+
+static void daemon__on_event_one(struct daemon *d, const struct sl_event *ev)
+{
+	char buf[2048];
+	int n;
+
+	n = events__render(&d->render, ev, buf, sizeof(buf) - 1);
+	if (n < 0) {
+		d->events_render_fail++;
+		return;
+	}
+	if (ev->type == SL_EV_CONNECT || ev->type == SL_EV_SENDMSG || ev->type == SL_EV_SOCK_CREATE)
+		daemon__count_verdict(d, ev);
+	daemon__emit_line(d, buf, n);
+	daemon__correlate_event(d, ev);
+}
+
+static void daemon__gw_record(void *ctx, struct gw_record *r)
+{
+	struct daemon *d = ctx;
+	struct corr_result res;
+
+	correlate__gateway(d->corr, r, &res);
+}
+
+static int daemon__otlp(void *ctx, const struct httpd_request *req, struct httpd_response *resp)
+{
+	struct daemon *d = ctx;
+	char err[256] = "";
+	int n = gwsrc__otlp(d->gw, req->body, req->body_len, err, sizeof(err));
+
+	resp->content_type = "application/json";
+	if (n < 0) {
+		resp->status = 400;
+		if (asprintf(&resp->body, "{\"error\":\"%s\"}", err) < 0)
+			resp->body = NULL;
+	} else {
+		resp->status = 200;
+		resp->body = strdup("{\"partialSuccess\":{}}");
+	}
+	resp->body_len = resp->body ? strlen(resp->body) : 0;
 	return 0;
 }
 
@@ -1390,6 +1582,27 @@ static int daemon__metrics(void *ctx, const struct httpd_request *req, struct ht
 	}
 	prom__help(&p, "sluice_identities", "gauge", "Registered identities.");
 	prom__sample(&p, "sluice_identities", (double)d->identities, (char *)NULL);
+	if (d->gw)
+		gwsrc__prom(d->gw, &p);
+	if (d->corr) {
+		struct corr_stats cs;
+		int f;
+
+		correlate__stats(d->corr, &cs);
+		prom__help(&p, "sluice_gateway_joined_total", "counter",
+			   "Gateway records joined with the kernel's flow.");
+		prom__sample(&p, "sluice_gateway_joined_total", (double)cs.joined, (char *)NULL);
+		prom__help(&p, "sluice_findings_total", "counter", "Findings, by kind.");
+		for (f = 0; f < CORR_F_MAX; f++)
+			prom__sample(&p, "sluice_findings_total", (double)cs.findings[f], "finding",
+				     correlate__finding_name(f), NULL);
+		prom__help(&p, "sluice_gateway_flows", "gauge", "Flows to gateway listeners kept.");
+		prom__sample(&p, "sluice_gateway_flows", (double)cs.flows, (char *)NULL);
+		prom__help(&p, "sluice_gateway_flows_evicted_total", "counter",
+			   "Flows dropped because the table was full.");
+		prom__sample(&p, "sluice_gateway_flows_evicted_total",
+			     (double)(cs.evicted_closed + cs.evicted_open), (char *)NULL);
+	}
 	prom__help(&p, "sluice_reconciles_total", "counter", "Policy reconcile rounds.");
 	prom__sample(&p, "sluice_reconciles_total", (double)d->reconciles, (char *)NULL);
 	return prom__finish(&p, resp);
@@ -1573,6 +1786,59 @@ static int daemon__setup(struct daemon *d)
 		return -errno;
 	daemon__map_ring(d);
 
+	{
+		struct corr_opts co;
+		struct gwsrc_opts go = {
+			.paths = d->o->gateway_logs,
+			.npaths = d->o->ngateway_logs,
+			.format = GW_AUTO,
+			.keymap = d->o->gateway_keymap,
+			.state_dir = d->o->state_dir,
+		};
+		char msg[512] = "";
+		size_t i;
+
+		correlate__opts_default(&co);
+		co.node = d->render.node;
+		co.jwt_claim = d->o->jwt_claim;
+		d->corr = correlate__new(&co, daemon__corr_emit, d);
+		if (!d->corr)
+			return -errno;
+		for (i = 0; i < d->o->ngateway_addrs; i++) {
+			struct gw_record tmp = {};
+			const char *a = d->o->gateway_addrs[i];
+
+			if (gateway__parse_peer(a, strlen(a), &tmp)) {
+				pr_err("--gateway-addr %s: want IP:PORT or [IPv6]:PORT\n", a);
+				return -EINVAL;
+			}
+			correlate__gateway_addr(d->corr, tmp.peer_addr, tmp.peer_port);
+		}
+		if (d->o->gateway_format && !strcmp(d->o->gateway_format, "agentgateway"))
+			go.format = GW_AGENTGATEWAY;
+		else if (d->o->gateway_format && !strcmp(d->o->gateway_format, "envoy"))
+			go.format = GW_ENVOY;
+		if (go.state_dir && mkdir(go.state_dir, 0700) && errno != EEXIST) {
+			pr_err("cannot create %s: %s\n", go.state_dir, strerror(errno));
+			return -errno;
+		}
+		err = gwsrc__new(&go, daemon__gw_record, d, &d->gw, msg, sizeof(msg));
+		if (err) {
+			pr_err("%s\n", msg[0] ? msg : strerror(-err));
+			return err;
+		}
+		d->tfd_gw = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+		if (d->tfd_gw < 0)
+			return -errno;
+		{
+			struct itimerspec its = { .it_interval = { 0, 250000000 },
+						  .it_value = { 0, 250000000 } };
+
+			timerfd_settime(d->tfd_gw, 0, &its, NULL);
+		}
+		daemon__add_fd(d, d->tfd_gw, EPOLLIN);
+	}
+
 	if (d->o->kubernetes) {
 		struct k8s_opts ko = {
 			.node = d->o->node,
@@ -1602,6 +1868,8 @@ static int daemon__setup(struct daemon *d)
 			return err;
 		}
 		httpd__handle(d->httpd, "GET", "/metrics", daemon__metrics, d);
+		/* gateways can ship their access log over OTLP/HTTP (JSON) */
+		httpd__handle(d->httpd, "POST", "/v1/logs", daemon__otlp, d);
 		daemon__add_fd(d, httpd__fd(d->httpd), EPOLLIN);
 		pr_info("metrics on http://%s/metrics (port %u)\n", d->o->metrics_addr,
 			httpd__port(d->httpd));
@@ -1685,6 +1953,17 @@ static void daemon__loop(struct daemon *d)
 					d->dirty = true;
 				}
 				fqdn__arm_timerfd(d->fqdn, d->tfd_fqdn);
+			} else if (fd == d->tfd_gw) {
+				uint64_t x;
+				struct timespec rt;
+
+				if (read(fd, &x, sizeof(x)) < 0) {}
+				gwsrc__poll(d->gw);
+				clock_gettime(CLOCK_REALTIME, &rt);
+				correlate__tick(d->corr, (uint64_t)rt.tv_sec * 1000000000ULL + rt.tv_nsec);
+				/* positions kept every ~2 s: a restart re-reads at most that */
+				if (++d->gw_ticks % 8 == 0)
+					gwsrc__save(d->gw);
 			} else if (fd == d->tfd_removal) {
 				uint64_t x;
 
@@ -1703,6 +1982,7 @@ static void daemon__loop(struct daemon *d)
 			} else if (d->httpd && fd == httpd__fd(d->httpd)) {
 				httpd__run(d->httpd);
 			} else {
+				d->batch = 0;
 				ring_buffer__consume(d->rb);
 			}
 		}
@@ -1729,7 +2009,12 @@ static void daemon__teardown(struct daemon *d)
 	__u32 zero = 0;
 
 	if (d->rb) {
-		ring_buffer__consume(d->rb);
+		int i2 = 0;
+
+		/* drain what is there, batch after batch, bounded */
+		do
+			d->batch = 0;
+		while (ring_buffer__consume(d->rb) == -EAGAIN && ++i2 < 1024);
 		ring_buffer__free(d->rb);
 	}
 	if (d->sink) {
@@ -1740,6 +2025,15 @@ static void daemon__teardown(struct daemon *d)
 		close(d->followers[i]);
 	if (d->httpd)
 		httpd__stop(d->httpd);
+	if (d->gw) {
+		gwsrc__poll(d->gw);
+		gwsrc__save(d->gw);
+		gwsrc__free(d->gw);
+	}
+	if (d->corr)
+		correlate__free(d->corr);
+	if (d->tfd_gw > 0)
+		close(d->tfd_gw);
 	if (d->k8s)
 		k8s__stop(d->k8s);
 	for (i = 0; i < d->npods; i++)
@@ -1762,7 +2056,7 @@ static void daemon__teardown(struct daemon *d)
 		datapath__release(&d->dp);
 	}
 	for (i = 0; i < d->nsets; i++)
-		free(d->sets[i].key);
+		daemon__set_free(&d->sets[i]);
 	free(d->sets);
 	for (i = 0; i < d->nfiles; i++) {
 		policy__set_free(&d->files[i].good);

@@ -23,6 +23,15 @@ struct daemon_opts {
 	const char *kubeconfig;		/* NULL: in-cluster configuration */
 	const char *kube_sa_dir;	/* in-cluster credentials directory override */
 	unsigned int kube_stall_ms;	/* watch stall detection (tests) */
+	/* gateway decision logs to join with the kernel's flows */
+	const char *gateway_logs[16];
+	size_t ngateway_logs;
+	const char *gateway_format;	/* agentgateway | envoy | auto */
+	const char *gateway_keymap;
+	const char *gateway_addrs[16];	/* listeners besides class gateway rules */
+	size_t ngateway_addrs;
+	const char *state_dir;		/* log positions; default /var/lib/sluice */
+	const char *jwt_claim;		/* gateway identity key naming a workload */
 };
 
 /* Runs until SIGTERM/SIGINT; returns the exit status. */

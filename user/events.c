@@ -153,6 +153,12 @@ static const struct sl_rule_meta *events__rule(struct events_render *r, uint32_t
 	return &e->meta;
 }
 
+const struct sl_rule_meta *events__rule_meta(struct events_render *r, uint32_t set_id,
+					     uint32_t rule_id)
+{
+	return events__rule(r, set_id, rule_id);
+}
+
 static const char *events__set_policies(struct events_render *r, uint32_t set_id)
 {
 	struct name_ent *e = names__find(r->names, set_id, 1);
@@ -167,6 +173,18 @@ static const char *events__set_policies(struct events_render *r, uint32_t set_id
 		return NULL;
 	snprintf(e->text, sizeof(e->text), "%s", info.policies);
 	return e->text;
+}
+
+static const char *events__cgroup_path(struct events_render *r, uint64_t id);
+
+const char *events__cgroup_name(struct events_render *r, uint64_t id)
+{
+	return events__cgroup_path(r, id);
+}
+
+const char *events__set_name(struct events_render *r, uint32_t set_id)
+{
+	return events__set_policies(r, set_id);
 }
 
 static const char *events__cgroup_path(struct events_render *r, uint64_t id)

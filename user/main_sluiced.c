@@ -46,6 +46,19 @@ static void usage(FILE *f)
 "  --control-socket PATH   CLI socket (default %s, mode 0600)\n"
 "  --resolv-conf FILE      resolvers for fqdn rules and the DNS rule\n"
 "  --observe-all           events for ungoverned sockets too (rule \"ungoverned\")\n"
+"  --gateway-log PATH      an AI gateway's access log (repeatable), followed like\n"
+"                          tail -F; plain or Kubernetes CRI log files. Its records\n"
+"                          are joined with the kernel's flows (type \"gateway\") and\n"
+"                          give findings (bypass, identity_mismatch, unattributed,\n"
+"                          policy_drift). Also POST /v1/logs (OTLP/HTTP JSON) on\n"
+"                          --metrics\n"
+"  --gateway-format F      agentgateway, envoy or auto (default: per line)\n"
+"  --gateway-keymap SPEC   Envoy JSON keys: \"peer=k1|k2,tool=k3,duration_unit=us\"\n"
+"  --gateway-addr IP:PORT  a gateway listener besides the class gateway rules\n"
+"  --jwt-claim KEY         gateway record key whose value names the workload\n"
+"                          (e.g. jwt.sub); SPIFFE ids are always compared\n"
+"  --state-dir DIR         log positions kept across restarts (default\n"
+"                          /var/lib/sluice)\n"
 "  --detach-on-exit        remove the datapath on SIGTERM/SIGINT\n"
 "  -v, --verbose           debug output, including libbpf's\n"
 "  --version\n"
@@ -79,7 +92,8 @@ int main(int argc, char **argv)
 {
 	enum { O_POLICY_DIR = 1, O_CGROOT, O_PIN, O_EVENTS, O_MAXSIZE, O_KEEP, O_METRICS,
 	       O_CONTROL, O_RESOLV, O_NODE, O_OBSERVE, O_DETACH, O_VERSION, O_HELP,
-	       O_KUBE, O_KUBECONFIG, O_KUBE_SA_DIR, O_KUBE_STALL };
+	       O_KUBE, O_KUBECONFIG, O_KUBE_SA_DIR, O_KUBE_STALL, O_GWLOG, O_GWFMT, O_GWKEYMAP,
+	       O_GWADDR, O_STATE_DIR, O_JWT_CLAIM };
 	static const struct option opts[] = {
 		{ "policy-dir", required_argument, NULL, O_POLICY_DIR },
 		{ "cgroup-root", required_argument, NULL, O_CGROOT },
@@ -97,6 +111,12 @@ int main(int argc, char **argv)
 		{ "kubeconfig", required_argument, NULL, O_KUBECONFIG },
 		{ "kube-sa-dir", required_argument, NULL, O_KUBE_SA_DIR },
 		{ "kube-stall-ms", required_argument, NULL, O_KUBE_STALL },
+		{ "gateway-log", required_argument, NULL, O_GWLOG },
+		{ "gateway-format", required_argument, NULL, O_GWFMT },
+		{ "gateway-keymap", required_argument, NULL, O_GWKEYMAP },
+		{ "gateway-addr", required_argument, NULL, O_GWADDR },
+		{ "state-dir", required_argument, NULL, O_STATE_DIR },
+		{ "jwt-claim", required_argument, NULL, O_JWT_CLAIM },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ "help", no_argument, NULL, O_HELP },
@@ -142,6 +162,32 @@ int main(int argc, char **argv)
 		case O_NODE: o.node = optarg; break;
 		case O_OBSERVE: o.observe_all = true; break;
 		case O_DETACH: o.detach_on_exit = true; break;
+		case O_GWLOG:
+			if (o.ngateway_logs == 16) {
+				fprintf(stderr, "sluiced: at most 16 --gateway-log\n");
+				return 2;
+			}
+			o.gateway_logs[o.ngateway_logs++] = optarg;
+			break;
+		case O_GWFMT:
+			if (strcmp(optarg, "agentgateway") && strcmp(optarg, "envoy") &&
+			    strcmp(optarg, "auto")) {
+				fprintf(stderr, "sluiced: --gateway-format: agentgateway, envoy or auto, not '%s'\n",
+					optarg);
+				return 2;
+			}
+			o.gateway_format = optarg;
+			break;
+		case O_GWKEYMAP: o.gateway_keymap = optarg; break;
+		case O_GWADDR:
+			if (o.ngateway_addrs == 16) {
+				fprintf(stderr, "sluiced: at most 16 --gateway-addr\n");
+				return 2;
+			}
+			o.gateway_addrs[o.ngateway_addrs++] = optarg;
+			break;
+		case O_STATE_DIR: o.state_dir = optarg; break;
+		case O_JWT_CLAIM: o.jwt_claim = optarg; break;
 		case O_KUBE: o.kubernetes = true; break;
 		case O_KUBECONFIG: o.kubeconfig = optarg; o.kubernetes = true; break;
 		case O_KUBE_SA_DIR: o.kube_sa_dir = optarg; break;
@@ -171,6 +217,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sluiced: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
+	if (o.ngateway_logs && !o.state_dir)
+		o.state_dir = "/var/lib/sluice";
 	if (o.kubernetes && !o.node)
 		o.node = getenv("NODE_NAME");
 	if (o.kubernetes && (!o.node || !*o.node)) {
