@@ -121,7 +121,7 @@ static __always_inline int sl_sock_addr(struct bpf_sock_addr *ctx, const __u8 *d
 		ev->protocol = proto;
 		ev->dport = dport;
 		__builtin_memcpy(ev->daddr, daddr, SL_ADDR_LEN);
-		bpf_ringbuf_submit(ev, 0);
+		sl_event_submit(ev, ring);
 	}
 	return d.verdict == SL_VERDICT_DENY ? 0 : 1;
 }
@@ -231,7 +231,7 @@ int sl_sock_create(struct bpf_sock *sk)
 		ev->family = sk->family;
 		ev->protocol = sk->protocol;
 		ev->sock_type = sk->type;
-		bpf_ringbuf_submit(ev, 0);
+		sl_event_submit(ev, id->ring);
 	}
 	return verdict == SL_VERDICT_DENY ? 0 : 1;
 }
@@ -299,7 +299,7 @@ static __always_inline void sl_ops_event(struct bpf_sock_ops *ctx, struct sl_sk_
 		ev->bytes_received = rcvd;
 		ev->duration_ns = ev->ts_ns - tag->est_ns;
 	}
-	bpf_ringbuf_submit(ev, 0);
+	sl_event_submit(ev, id->ring);
 }
 
 static __always_inline void sl_ops_established(struct bpf_sock_ops *ctx, bool passive)

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <malloc.h>
 #include <glob.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1916,11 +1917,16 @@ static void daemon__loop(struct daemon *d)
 
 	while (!d->stop) {
 		timeout = d->httpd ? httpd__timeout_ms(d->httpd) : -1;
-		if (d->sink && sink__pending(d->sink) && (timeout < 0 || timeout > 50))
-			timeout = 50;
+		/* the programs wake us only for a filling ring: poll */
+		if (timeout < 0 || timeout > SL_READER_POLL_MS)
+			timeout = SL_READER_POLL_MS;
 		n = epoll_wait(d->epfd, evs, 16, timeout);
 		if (n < 0 && errno != EINTR)
 			break;
+		if (n == 0) {
+			d->batch = 0;
+			ring_buffer__consume(d->rb);
+		}
 		for (i = 0; i < n; i++) {
 			int fd = evs[i].data.fd;
 
@@ -1975,6 +1981,8 @@ static void daemon__loop(struct daemon *d)
 				if (read(fd, &x, sizeof(x)) < 0) {}
 				datapath__gc(&d->dp);
 				d->dirty = true;
+				/* compiles free large buffers: give them back */
+				malloc_trim(0);
 			} else if (fd == d->ctl_fd) {
 				daemon__control(d);
 			} else if (d->k8s && fd == k8s__fd(d->k8s)) {

@@ -443,9 +443,12 @@ static int run__loop(struct run *r)
 	fqdn__arm_timerfd(r->fqdn, tfd);
 
 	while (!r->child_done) {
-		n = epoll_wait(efd, evs, 4, -1);
+		/* the programs wake us only for a filling ring: poll */
+		n = epoll_wait(efd, evs, 4, SL_READER_POLL_MS);
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n == 0)
+			run__drain(r);
 		for (i = 0; i < n; i++) {
 			if (evs[i].data.fd == sfd) {
 				struct signalfd_siginfo si;

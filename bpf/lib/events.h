@@ -62,6 +62,22 @@ static __always_inline struct sl_event *sl_event_reserve(__u32 ring)
 		bpf_get_current_comm((p)->comm, sizeof((p)->comm));	\
 	} while (0)
 
+/*
+ * Submit without waking the reader unless the ring is filling up: a wakeup
+ * is an irq_work self-interrupt per event (a VM exit on most clouds) and
+ * was a third of the connect cost. Readers poll every SL_READER_POLL_MS
+ * anyway, so a record waits at most that long.
+ */
+static __always_inline void sl_event_submit(struct sl_event *ev, __u32 ring)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	void *rb = bpf_map_lookup_elem(&sl_rings, &ring);
+
+	if (rb && bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) > SL_RING_SIZE / 8)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(ev, flags);
+}
+
 static __always_inline void sl_event_task(struct sl_event *ev)
 {
 	sl_current_task(ev);

@@ -25,6 +25,9 @@
  * `sluice run` instances, each reading only its own workload's events. */
 #define SL_MAX_RINGS		64
 #define SL_RING_SIZE		(1U << 21)	/* 2 MiB per ring */
+/* The programs wake a reader only when its ring is 1/8 full: readers poll
+ * at least this often. */
+#define SL_READER_POLL_MS	10
 #define SL_NAME_LEN		64
 #define SL_COMM_LEN		16
 #define SL_MAX_IDENTITIES	65536
