@@ -35,6 +35,17 @@ for t in tests/integration/test_*.py tests/kube/test_*.py; do
 	fi
 	[ "$rc" = 0 ] || status=1
 done
+# The benchmark harness at tiny sizes, so that it does not rot; it asserts
+# no timing, only that every part runs and cleans up.
+echo "== bench smoke: tests/bench/run.py --smoke"
+if python3 tests/bench/run.py --smoke > "$log" 2>&1; then
+	passed=$((passed + 1))
+	tail -3 "$log"
+else
+	cat "$log"
+	failed=$((failed + 1))
+	status=1
+fi
 echo
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ] || status=1
