@@ -11,7 +11,7 @@ VMLINUX  := vmlinux/$(ARCH)/vmlinux.h
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS := clang llvm make gcc pkg-config libbpf-dev bpftool libelf-dev zlib1g-dev \
 	    libyaml-dev libcjson-dev libcmocka-dev liburing-dev libcurl4-openssl-dev libmicrohttpd-dev \
-	    iproute2 dnsmasq-base nftables python3 curl openssl util-linux
+	    iproute2 dnsmasq-base nftables python3 python3-yaml curl openssl util-linux shellcheck
 
 ifeq ($(V),1)
 Q =
