@@ -1012,6 +1012,11 @@ static int daemon__reconcile(struct daemon *d)
 	uint64_t kernel = 0, total = 0;
 	int err = 0;
 
+	/* In a cluster, nothing is decided before the first lists are in:
+	 * an empty store would read as "no pod is selected" and drop what a
+	 * previous daemon left in force. */
+	if (d->k8s && !k8s__synced(d->k8s))
+		return 0;
 	d->dirty = false;
 	d->reconciles++;
 	/* a changed policy object keeps its id: rebuild every set */
@@ -1392,7 +1397,8 @@ static cJSON *daemon__policies_json(struct daemon *d)
 			for (k = 0; k < doc->ncgroup_paths; k++)
 				cJSON_AddItemToArray(cg, cJSON_CreateString(doc->cgroup_paths[k]));
 			if (!doc->ncgroup_paths)
-				cJSON_AddStringToObject(p, "note", "podSelector only: applies with --kubernetes");
+				cJSON_AddStringToObject(p, "note", "podSelector only: selects pods as a "
+							"Kubernetes object, never from a file");
 			cJSON_AddItemToArray(docs, p);
 		}
 		cJSON_AddItemToArray(arr, o);

@@ -797,6 +797,10 @@ bool k8s__selects(const struct k8s *k, const struct pol_doc *doc, const struct k
 			return false;
 		return k8s__labels_match(doc->pod_labels, doc->npod_labels, pod->labels);
 	}
+	/* cgroupPaths without a podSelector select hosts' cgroups, not pods;
+	 * an empty podSelector selects every pod of the selected namespaces */
+	if (!doc->npod_labels && doc->ncgroup_paths)
+		return false;
 	if (!k8s__labels_match(doc->ns_labels, doc->nns_labels, k8s__ns_labels(k, pod->ns)))
 		return false;
 	return k8s__labels_match(doc->pod_labels, doc->npod_labels, pod->labels);

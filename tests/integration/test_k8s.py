@@ -73,19 +73,22 @@ class Ctx:
         self.events = self.env.path("k8s-events.jsonl")
         self.sock = self.env.path("k8s.sock")
         self.metrics = free_port()
+        self.errpath = self.env.path("sluiced-k8s.stderr")
+        self.start_daemon()
+        self.api.apply(kubetest.namespace("agents", {"team": "ml"}),
+                       kubetest.namespace("other", {"team": "web"}))
+        poll(self.ready, 15, "sluiced ready")
+
+    def start_daemon(self):
         env = dict(os.environ, KUBERNETES_SERVICE_HOST="127.0.0.1",
                    KUBERNETES_SERVICE_PORT=str(self.api.port))
-        self.errpath = self.env.path("sluiced-k8s.stderr")
         self.daemon = subprocess.Popen(
             [SLUICED, "--kubernetes", "--node", NODE, "--kube-sa-dir", self.sa,
              "--kube-stall-ms", "3000", "--cgroup-root", self.cg, "--pin-path", self.env.pin,
              "--control-socket", self.sock, "--events", self.events,
              "--metrics", "127.0.0.1:%d" % self.metrics], env=env,
-            stdout=subprocess.DEVNULL, stderr=open(self.errpath, "w"))
+            stdout=subprocess.DEVNULL, stderr=open(self.errpath, "a"))
         self.env.procs.append(self.daemon)
-        self.api.apply(kubetest.namespace("agents", {"team": "ml"}),
-                       kubetest.namespace("other", {"team": "web"}))
-        poll(self.ready, 15, "sluiced ready")
 
     def ready(self):
         if self.daemon.poll() is not None:
@@ -253,6 +256,34 @@ def test_service_destinations(c):
                                        ports=((c.allow.port, "TCP"),)))
     poll(lambda: ok("127.0.0.5"), 5, "new endpoint allowed")
     eq(probe_in(cg, "tcp-connect", "127.0.0.4", c.allow.port)["errname"], "EPERM", "old endpoint")
+
+
+@suite.test
+def test_restart_with_slow_api_keeps_enforcement(c):
+    """A restarted sluiced whose first lists come late decides nothing
+    before they arrive: what the previous one put in force stays."""
+    pod = kubetest.pod("keep-1", ns="agents", node=NODE, labels={"app": "keep"})
+    c.api.apply(policy("keep", "agents", {"app": "keep"}, c.allow.port), pod)
+    time.sleep(0.3)
+    cg = c.kubelet_mkdir(pod)
+    poll(lambda: probe_in(cg, "tcp-connect", "127.0.0.1", c.deny.port)["errname"] == "EPERM", 5,
+         "governed")
+    c.daemon.send_signal(signal.SIGTERM)
+    eq(c.daemon.wait(10), 0, "daemon exit")
+    c.api.fault("slow", seconds=2)
+    try:
+        c.start_daemon()
+        end = time.time() + 2.5
+        n = 0
+        while time.time() < end:
+            eq(probe_in(cg, "tcp-connect", "127.0.0.1", c.deny.port)["errname"], "EPERM",
+               "denied while the new daemon waits for its lists (probe %d)" % n)
+            n += 1
+    finally:
+        c.api.clear_faults()
+    poll(c.ready, 15, "restarted sluiced ready")
+    eq(probe_in(cg, "tcp-connect", "127.0.0.1", c.allow.port)["ret"], 0, "allowed after")
+    eq(probe_in(cg, "tcp-connect", "127.0.0.1", c.deny.port)["errname"], "EPERM", "denied after")
 
 
 @suite.test
