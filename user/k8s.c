@@ -788,6 +788,10 @@ static bool k8s__labels_match(const struct pol_label *sel, size_t n, const cJSON
 
 bool k8s__selects(const struct k8s *k, const struct pol_doc *doc, const struct k8s_pod *pod)
 {
+	/* Never sluiced's own namespace: a cluster-wide policy must not cut
+	 * the daemon off from the API server it takes its policies from. */
+	if (k->cfg.ns && !strcmp(pod->ns, k->cfg.ns))
+		return false;
 	if (doc->kind == POL_AGENT) {
 		/* a pod selector is required to select pods: cgroupPaths-only
 		 * documents are for hosts, not for the cluster */

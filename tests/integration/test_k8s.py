@@ -231,6 +231,24 @@ def test_cluster_policy_namespace_selector_and_guardrail(c):
 
 
 @suite.test
+def test_own_namespace_never_governed(c):
+    """A cluster-wide policy does not cut sluiced off: its namespace is exempt."""
+    c.api.apply(kubetest.namespace("sluice-system"),
+                kubetest.clusteragentpolicy("everything", {
+                    "selector": {"podSelector": {"matchLabels": {}}},
+                    "egress": [{"name": "none", "to": [{"cidr": "192.0.2.1/32"}]}]}))
+    mine = kubetest.pod("sluiced-x", ns="sluice-system", node=NODE, labels={"app": "sluiced"})
+    agent = kubetest.pod("any-1", ns="other", node=NODE, labels={"app": "any"})
+    c.api.apply(mine, agent)
+    time.sleep(0.3)
+    mcg, acg = c.kubelet_mkdir(mine), c.kubelet_mkdir(agent)
+    poll(lambda: probe_in(acg, "tcp-connect", "127.0.0.1", c.deny.port)["errname"] == "EPERM", 5,
+         "the cluster-wide policy governs other namespaces")
+    eq(probe_in(mcg, "tcp-connect", "127.0.0.1", c.deny.port)["ret"], 0, "sluiced's own namespace")
+    c.api.delete("ClusterAgentPolicy", "everything")
+
+
+@suite.test
 def test_service_destinations(c):
     """service: destinations allow the ClusterIP and every endpoint address."""
     c.api.apply(kubetest.namespace("tools"),
