@@ -1162,6 +1162,8 @@ static int daemon__reconcile(struct daemon *d)
 	free(docs);
 	if (err)
 		d->reconcile_errors++;
+	/* compiling and rewriting sets frees large buffers: return them */
+	malloc_trim(0);
 	return err;
 }
 
