@@ -2033,21 +2033,28 @@ static void daemon__teardown(struct daemon *d)
 		while (ring_buffer__consume(d->rb) == -EAGAIN && ++i2 < 1024);
 		ring_buffer__free(d->rb);
 	}
-	if (d->sink) {
-		sink__flush_blocking(d->sink, 2000);
-		sink__close(d->sink);
-	}
-	for (i = 0; i < d->nfollowers; i++)
-		close(d->followers[i]);
-	if (d->httpd)
-		httpd__stop(d->httpd);
+	/* The last gateway lines and their records go out before the sink
+	 * closes; positions are kept only once their records are written. */
 	if (d->gw) {
 		gwsrc__poll(d->gw);
 		gwsrc__save(d->gw);
 		gwsrc__free(d->gw);
+		d->gw = NULL;
 	}
-	if (d->corr)
+	if (d->corr) {
 		correlate__free(d->corr);
+		d->corr = NULL;
+	}
+	if (d->sink) {
+		sink__flush_blocking(d->sink, 2000);
+		sink__close(d->sink);
+		d->sink = NULL;
+	}
+	for (i = 0; i < d->nfollowers; i++)
+		close(d->followers[i]);
+	d->nfollowers = 0;
+	if (d->httpd)
+		httpd__stop(d->httpd);
 	if (d->tfd_gw > 0)
 		close(d->tfd_gw);
 	if (d->k8s)
