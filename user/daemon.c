@@ -100,6 +100,7 @@ struct podref {
 	char ns[64], pod[256], sa[256];
 	cJSON *containers;	/* copy of k8s_pod.containers */
 	bool used;
+	bool warned_net_raw;
 };
 
 struct daemon {
@@ -899,6 +900,12 @@ static void daemon__reconcile_pods(struct daemon *d, struct docref *docs, size_t
 		if (!r)
 			continue;
 		r->used = true;
+		if (p->net_raw[0] && !r->warned_net_raw) {
+			pr_warn("pod %s/%s: container %s keeps CAP_NET_RAW; its packet sockets meet no "
+				"cgroup hook and cannot be refused (drop NET_RAW in its securityContext)\n",
+				p->ns, p->name, p->net_raw);
+			r->warned_net_raw = true;
+		}
 		snprintf(r->ns, sizeof(r->ns), "%s", p->ns);
 		snprintf(r->pod, sizeof(r->pod), "%s", p->name);
 		snprintf(r->sa, sizeof(r->sa), "%s", p->sa);

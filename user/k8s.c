@@ -316,6 +316,28 @@ static void k8s__pod_event(struct k8s *k, enum kube_event_type type, const cJSON
 	p->p.qos = podcg__qos_parse(jstr(obj, "status", "qosClass"));
 	cJSON_Delete(p->p.labels);
 	p->p.labels = labels ? cJSON_Duplicate(labels, 1) : NULL;
+	p->p.net_raw[0] = '\0';
+	{
+		/* CAP_NET_RAW opens packet sockets, which no cgroup hook sees: a
+		 * container that does not drop it (or ALL) is reported. */
+		const cJSON *cs = cJSON_GetObjectItem(cJSON_GetObjectItem(obj, "spec"), "containers"), *ct;
+
+		cJSON_ArrayForEach(ct, cs) {
+			const cJSON *sc = cJSON_GetObjectItem(ct, "securityContext"), *d;
+			const cJSON *drop = cJSON_GetObjectItem(cJSON_GetObjectItem(sc, "capabilities"), "drop");
+			bool dropped = false;
+
+			cJSON_ArrayForEach(d, drop)
+				if (cJSON_IsString(d) && (!strcmp(d->valuestring, "NET_RAW") ||
+							  !strcmp(d->valuestring, "ALL")))
+					dropped = true;
+			if (!dropped || cJSON_IsTrue(cJSON_GetObjectItem(sc, "privileged"))) {
+				snprintf(p->p.net_raw, sizeof(p->p.net_raw), "%s",
+					 jstr(ct, "name", NULL) ?: "?");
+				break;
+			}
+		}
+	}
 	cJSON_Delete(p->p.containers);
 	p->p.containers = cJSON_CreateArray();
 	{

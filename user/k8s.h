@@ -30,6 +30,7 @@ struct k8s_pod {
 	int qos;			/* enum podcg_qos, or -1 unknown */
 	struct cJSON *labels;		/* metadata.labels (object) or NULL */
 	struct cJSON *containers;	/* [{"name":..,"id":<runtime id without scheme>}] */
+	char net_raw[64];		/* a container that may keep CAP_NET_RAW, or "" */
 };
 
 /* CHANGED runs (from k8s__run) whenever the store changed. */

@@ -623,6 +623,9 @@ int run__main(int argc, char **argv)
 	}
 	if (run__apply(&r))
 		goto out;
+	if (!r.user)
+		pr_warn("CMD runs as root and keeps CAP_NET_RAW: packet (AF_PACKET) sockets meet no "
+			"cgroup hook and cannot be refused; use --user for a governed agent\n");
 	if ((err = run__spawn(&r))) {
 		if (r.child > 0) {
 			kill(r.child, SIGKILL);

@@ -622,6 +622,11 @@ def test_run_forwards_signals_and_exit_status(c):
     res = r.probe()
     eq(res["errname"], "EPERM", "connect as nobody")
     eq(probe_event(r, res)["process"]["uid"], 65534, "uid in the event")
+    if "CAP_NET_RAW" in r.stderr:
+        raise AssertionError("warning about CAP_NET_RAW with --user: " + r.stderr)
+    r = sluice_run(c.env, [c.policy], ["true"])
+    if "keeps CAP_NET_RAW" not in r.stderr:
+        raise AssertionError("no CAP_NET_RAW warning for a root CMD: " + r.stderr)
 
 
 @suite.test

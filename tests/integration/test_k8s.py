@@ -153,6 +153,10 @@ def test_pod_governed_from_first_connect_systemd(c):
     eq(ev["workload"].get("pod"), "agent-1", "workload pod")
     eq(ev["workload"].get("service_account"), "default", "workload service account")
     eq(ev["workload"].get("container"), "main", "workload container")
+    # its container does not drop CAP_NET_RAW: packet sockets are out of
+    # any cgroup hook's reach, and the daemon says so
+    poll(lambda: "pod agents/agent-1: container main keeps CAP_NET_RAW" in open(c.errpath).read(),
+         3, "CAP_NET_RAW warning")
     # another pod on this node, not selected: untouched
     other = kubetest.pod("web-1", ns="agents", node=NODE, labels={"app": "web"})
     c.api.apply(other)
