@@ -11,6 +11,7 @@ VMLINUX  := vmlinux/$(ARCH)/vmlinux.h
 # Debian packages the build, the tests and the demo need.
 DEB_PKGS := clang llvm make gcc pkg-config libbpf-dev bpftool libelf-dev zlib1g-dev \
 	    libyaml-dev libcjson-dev libcmocka-dev liburing-dev libcurl4-openssl-dev libmicrohttpd-dev \
+	    libgnutls28-dev \
 	    iproute2 dnsmasq-base nftables python3 python3-yaml curl openssl util-linux shellcheck
 
 ifeq ($(V),1)
@@ -21,7 +22,7 @@ Q = @
 msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
 endif
 
-PKGS     := libbpf yaml-0.1 libcjson libmicrohttpd libcurl
+PKGS     := libbpf yaml-0.1 libcjson libmicrohttpd libcurl gnutls
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -245,6 +245,8 @@ struct correlate {
 	char jwt_claim[GW_KM_KEYLEN];
 	corr_emit_fn emit;
 	void *ctx;
+	corr_ask_fn ask;
+	void *ask_ctx;
 	uint64_t now;		/* latest time seen (tick or kernel event) */
 
 	struct flow **fb;	/* by source ip:port */
@@ -945,24 +947,30 @@ static void corr__check_drift(struct correlate *c, struct corr_record *rec, unsi
 	rec->detail = NULL;
 }
 
-static void corr__joined(struct correlate *c, const struct gw_record *r, struct flow *f,
-			 struct corr_result *out)
+static void corr__joined_info(struct correlate *c, const struct gw_record *r,
+			      const struct corr_flow_info *fi, struct corr_result *out)
 {
 	struct corr_record rec = { .type = CORR_GATEWAY, .time_ns = r->time_ns, .gw = r,
-				   .flow = &f->info };
+				   .flow = fi };
 	unsigned int mask = 0;
 
-	if (!f->info.close_ns)
-		list__move_tail(&c->open, &f->lru);
 	c->st.joined++;
 	c->emit(c->ctx, &rec);
 	corr__check_identity(c, &rec, &mask);
 	corr__check_drift(c, &rec, &mask);
 	if (out) {
 		out->status = CORR_JOINED;
-		out->flow = &f->info;
+		out->flow = fi;
 		out->findings |= mask;
 	}
+}
+
+static void corr__joined(struct correlate *c, const struct gw_record *r, struct flow *f,
+			 struct corr_result *out)
+{
+	if (!f->info.close_ns)
+		list__move_tail(&c->open, &f->lru);
+	corr__joined_info(c, r, &f->info, out);
 }
 
 /* ---- gateway records --------------------------------------------------- */
@@ -972,16 +980,38 @@ static uint64_t gw__start(const struct gw_record *r)
 	return r->duration_ns < r->time_ns ? r->time_ns - r->duration_ns : 0;
 }
 
-static void corr__unattributed(struct correlate *c, const struct gw_record *r, unsigned int *mask)
+static void corr__unattributed_why(struct correlate *c, const struct gw_record *r, const char *why,
+				   unsigned int *mask)
 {
 	struct corr_record rec = { .time_ns = r->time_ns, .gw = r };
-	char detail[256];
+	char detail[512];
 
 	snprintf(detail, sizeof(detail),
-		 "no kernel flow to a gateway listener from %s around the request start", r->peer);
+		 "no kernel flow to a gateway listener from %s around the request start%s%s",
+		 r->peer, why ? ": " : "", why ? why : "");
 	rec.detail = detail;
 	c->st.unattributed++;
 	corr__emit_finding(c, &rec, CORR_F_UNATTRIBUTED, mask);
+}
+
+static void corr__unattributed(struct correlate *c, const struct gw_record *r, unsigned int *mask)
+{
+	corr__unattributed_why(c, r, NULL, mask);
+}
+
+/* No local flow by the record's deadline: the other nodes may have it. */
+static bool corr__ask(struct correlate *c, const struct gw_record *r)
+{
+	if (!c->ask || c->ask(c->ask_ctx, r))
+		return false;
+	c->st.asked++;
+	return true;
+}
+
+static void corr__no_local_flow(struct correlate *c, const struct gw_record *r, unsigned int *mask)
+{
+	if (!corr__ask(c, r))
+		corr__unattributed(c, r, mask);
 }
 
 static void pending__drop(struct correlate *c, struct pending *p)
@@ -1087,7 +1117,7 @@ int correlate__gateway(struct correlate *c, const struct gw_record *r, struct co
 	if (!corr__is_local(c, r->peer_addr)) {
 		c->st.foreign++;
 		if (out)
-			out->status = CORR_FOREIGN;
+			out->status = corr__ask(c, r) ? CORR_ASKED : CORR_FOREIGN;
 		return 0;
 	}
 	f = flow__join(c, r->peer_addr, r->peer_port, gw__start(r));
@@ -1098,6 +1128,11 @@ int correlate__gateway(struct correlate *c, const struct gw_record *r, struct co
 	/* The established event may still be on its way, unless the clock
 	 * is already past the time it could have come by. */
 	if (c->now > r->time_ns + c->o.tolerance_ns || !c->o.max_pending) {
+		if (corr__ask(c, r)) {
+			if (out)
+				out->status = CORR_ASKED;
+			return 0;
+		}
 		corr__unattributed(c, r, out ? &out->findings : NULL);
 		if (out)
 			out->status = CORR_UNATTRIBUTED;
@@ -1143,7 +1178,7 @@ void correlate__tick(struct correlate *c, uint64_t now_ns)
 			continue;
 		list__del(&p->node);
 		c->npend--;
-		corr__unattributed(c, &p->r, NULL);
+		corr__no_local_flow(c, &p->r, NULL);
 		free(p);
 	}
 }
@@ -1254,6 +1289,38 @@ int correlate__local_prefix(struct correlate *c, const uint8_t addr[SL_ADDR_LEN]
 	if (bits % 8)
 		p->addr[bits / 8] &= (uint8_t)(0xff << (8 - bits % 8));
 	p->bits = bits;
+	return 0;
+}
+
+void correlate__set_ask(struct correlate *c, corr_ask_fn ask, void *ctx)
+{
+	c->ask = ask;
+	c->ask_ctx = ctx;
+}
+
+void correlate__remote_done(struct correlate *c, const struct gw_record *r,
+			    const struct corr_flow_info *fi, const char *why)
+{
+	if (!fi) {
+		corr__unattributed_why(c, r, why ? why : "no other node has it", NULL);
+		return;
+	}
+	c->st.remote_joined++;
+	corr__joined_info(c, r, fi, NULL);
+}
+
+int correlate__lookup(struct correlate *c, const uint8_t addr[SL_ADDR_LEN], uint16_t port,
+		      uint64_t start_ns, struct corr_flow_info *out)
+{
+	struct flow *f;
+
+	c->st.lookups++;
+	f = flow__join(c, addr, port, start_ns);
+	if (!f)
+		return -ENOENT;
+	c->st.lookups_found++;
+	*out = f->info;
+	out->node = c->node;
 	return 0;
 }
 
@@ -1453,7 +1520,7 @@ static const char *class__name_or_null(uint8_t class)
 
 /* "policy", "rule", "class", "workload", "process" of a kernel record, as
  * the flow records write them (plus the pod's names). */
-static void jw_workload(struct jw *w, const struct corr_flow_info *fi)
+static void jw_workload(struct jw *w, const struct correlate *c, const struct corr_flow_info *fi)
 {
 	if (!fi) {
 		jw_kstr(w, "policy", NULL);
@@ -1473,6 +1540,8 @@ static void jw_workload(struct jw *w, const struct corr_flow_info *fi)
 	jw_kstr(w, "service_account", fi->service_account);
 	jw_kstr(w, "cgroup", fi->cgroup);
 	jw_ku64(w, "cgroup_id", fi->cgroup_id);
+	/* The kernel that saw it: another node's, when one was asked. */
+	jw_kstr(w, "node", fi->node && fi->node[0] ? fi->node : c->node);
 	if (fi->ident_cgid && fi->ident_cgid != fi->cgroup_id)
 		jw_ku64(w, "identity_cgroup_id", fi->ident_cgid);
 	jw_lit(w, "}");
@@ -1515,7 +1584,7 @@ int correlate__render_gateway(const struct correlate *c, const struct corr_recor
 	jw_lit(&w, "{");
 	jw_gateway_fields(&w, r);
 	jw_lit(&w, "}");
-	jw_workload(&w, fi);
+	jw_workload(&w, c, fi);
 	jw_key(&w, "socket");
 	jw_lit(&w, "{");
 	jw_ku64(&w, "cookie", fi->cookie);
@@ -1550,7 +1619,7 @@ int correlate__render_finding(const struct correlate *c, const struct corr_recor
 	jw_kstr(&w, "finding", correlate__finding_name(rec->finding));
 	jw_kstr(&w, "detail", rec->detail);
 	jw_kstr(&w, "basis", rec->basis);
-	jw_workload(&w, fi);
+	jw_workload(&w, c, fi);
 
 	switch (rec->finding) {
 	case CORR_F_BYPASS:

@@ -99,6 +99,7 @@ struct corr_flow_info {
 	uint8_t verdict;		/* enum sl_verdict */
 	uint8_t class;			/* enum sl_class */
 	bool close_inferred;		/* close_ns taken from a later flow on the same 4-tuple */
+	const char *node;		/* whose kernel saw it; NULL or "": this node */
 	bool has_gateway;
 	bool tools_listed;
 	const char *cgroup;
@@ -167,6 +168,10 @@ struct corr_stats {
 	uint64_t identity_unchecked;	/* claim absent, unparsed or nothing to compare */
 	uint64_t upstreams;		/* learnt now */
 	uint64_t idents;		/* distinct workload descriptions held */
+	uint64_t asked;			/* handed to the other nodes' daemons */
+	uint64_t remote_joined;		/* of which one of them had the flow */
+	uint64_t lookups;		/* lookups of this node's flows by other nodes */
+	uint64_t lookups_found;
 	uint64_t nomem;
 };
 
@@ -198,7 +203,8 @@ enum corr_status {
 	CORR_JOINED = 0,	/* emitted as a gateway record (and findings) */
 	CORR_PENDING,		/* waiting for its flow until tick passes end + tolerance */
 	CORR_UNATTRIBUTED,	/* declared at once (the pending queue was full) */
-	CORR_FOREIGN,		/* peer of another node: ignored */
+	CORR_FOREIGN,		/* peer of another node: ignored (nobody to ask) */
+	CORR_ASKED,		/* peer of another node: handed to the ask callback */
 };
 
 struct corr_result {
@@ -223,6 +229,24 @@ int correlate__render_finding(const struct correlate *c, const struct corr_recor
 			      size_t len);
 /* Either, by REC->type. */
 int correlate__render(const struct correlate *c, const struct corr_record *rec, char *buf, size_t len);
+
+/* Across nodes. A record whose peer is not local (correlate__local_prefix),
+ * or that joined no local flow by its deadline, is offered to ASK before it
+ * is declared unattributed. ASK returns 0 when it takes the record (it
+ * copies it): the caller then ends it with correlate__remote_done(), from
+ * any later call but not from inside ASK. Otherwise it is declared here. */
+typedef int (*corr_ask_fn)(void *ctx, const struct gw_record *r);
+void correlate__set_ask(struct correlate *c, corr_ask_fn ask, void *ctx);
+/* The answer for an asked record: FI, the flow another node's daemon found
+ * (FI->node names it), is joined and checked as a local flow is; NULL
+ * makes it unattributed, WHY (or a default) saying who was asked. */
+void correlate__remote_done(struct correlate *c, const struct gw_record *r,
+			    const struct corr_flow_info *fi, const char *why);
+/* Another node asks for this node's flow from ADDR:PORT whose lifetime
+ * holds START_NS (within the tolerance). 0 with OUT filled (strings valid
+ * until the next call on C), or -ENOENT. */
+int correlate__lookup(struct correlate *c, const uint8_t addr[SL_ADDR_LEN], uint16_t port,
+		      uint64_t start_ns, struct corr_flow_info *out);
 
 void correlate__stats(const struct correlate *c, struct corr_stats *st);
 const char *correlate__finding_name(enum corr_finding kind);	/* "bypass", ... */

@@ -43,6 +43,7 @@
 #include "correlate.h"
 #include "gwsrc.h"
 #include "httpd.h"
+#include "peer.h"
 #include "k8s.h"
 #include "podcg.h"
 #include "log.h"
@@ -106,6 +107,10 @@ struct podref {
 struct daemon {
 	const struct daemon_opts *o;
 	struct correlate *corr;
+	struct peer *peer;		/* asks the other nodes */
+	struct httpd *peer_httpd;	/* answers them */
+	struct { char *data; size_t len; struct timespec mtime; ino_t ino; } peer_token;
+	uint64_t peer_unauthorized, peer_bad_requests;
 	struct gwsrc *gw;
 	int tfd_gw;
 	unsigned long gw_ticks;
@@ -1375,6 +1380,295 @@ static int daemon__otlp(void *ctx, const struct httpd_request *req, struct httpd
 	return 0;
 }
 
+/* ---------------------------------------------------------- peers */
+
+static void daemon__add_fd(struct daemon *d, int fd, uint32_t events);
+
+/* The token file is read again when it changes (a rotated Secret). */
+static int daemon__peer_token(struct daemon *d)
+{
+	struct stat st;
+	char *buf;
+	FILE *f;
+	size_t n;
+
+	if (stat(d->o->peer_token_file, &st))
+		return -errno;
+	if (d->peer_token.data && st.st_ino == d->peer_token.ino &&
+	    st.st_mtim.tv_sec == d->peer_token.mtime.tv_sec &&
+	    st.st_mtim.tv_nsec == d->peer_token.mtime.tv_nsec)
+		return 0;
+	f = fopen(d->o->peer_token_file, "re");
+	if (!f)
+		return -errno;
+	buf = calloc(1, 4097);
+	n = buf ? fread(buf, 1, 4096, f) : 0;
+	fclose(f);
+	if (!buf)
+		return -ENOMEM;
+	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+		buf[--n] = '\0';
+	if (!n) {
+		free(buf);
+		return -ENODATA;
+	}
+	free(d->peer_token.data);
+	d->peer_token.data = buf;
+	d->peer_token.len = n;
+	d->peer_token.ino = st.st_ino;
+	d->peer_token.mtime = st.st_mtim;
+	return 0;
+}
+
+static bool daemon__peer_authorized(struct daemon *d, const char *authz)
+{
+	unsigned char diff = 0;
+	size_t i, n;
+
+	if (!d->o->peer_token_file)
+		return true;		/* mTLS alone: httpd checked the certificate */
+	if (daemon__peer_token(d) && !d->peer_token.data)
+		return false;
+	if (!authz || strncasecmp(authz, "Bearer ", 7))
+		return false;
+	authz += 7;
+	n = strlen(authz);
+	if (n != d->peer_token.len)
+		return false;
+	/* Constant time: the answer must not tell how much was right. */
+	for (i = 0; i < n; i++)
+		diff |= (unsigned char)authz[i] ^ (unsigned char)d->peer_token.data[i];
+	return !diff;
+}
+
+static int daemon__peer_lookup_one(void *ctx, const uint8_t addr[16], uint16_t port,
+				   uint64_t start_ns, struct corr_flow_info *out)
+{
+	struct daemon *d = ctx;
+
+	return correlate__lookup(d->corr, addr, port, start_ns, out);
+}
+
+static int daemon__peer_lookup(void *ctx, const struct httpd_request *req,
+			       struct httpd_response *resp)
+{
+	struct daemon *d = ctx;
+	char err[256] = "";
+	int ret;
+
+	resp->content_type = "application/json";
+	if (!daemon__peer_authorized(d, req->authorization)) {
+		d->peer_unauthorized++;
+		resp->status = 401;
+		resp->body = strdup("{\"error\":\"a valid bearer token is required\"}");
+		resp->body_len = resp->body ? strlen(resp->body) : 0;
+		return 0;
+	}
+	/* Records are read on the same loop: the flows are as of now. */
+	ring_buffer__consume(d->rb);
+	ret = peer__serve(d->render.node, req->body, req->body_len, daemon__peer_lookup_one, d,
+			  &resp->body, err, sizeof(err));
+	if (ret == -EINVAL) {
+		d->peer_bad_requests++;
+		resp->status = 400;
+		if (asprintf(&resp->body, "{\"error\":\"%s\"}", err) < 0)
+			resp->body = NULL;
+	} else if (ret) {
+		return ret;
+	}
+	resp->body_len = resp->body ? strlen(resp->body) : 0;
+	return 0;
+}
+
+static int daemon__peer_ask(void *ctx, const struct gw_record *r)
+{
+	struct daemon *d = ctx;
+
+	return peer__ask(d->peer, r);
+}
+
+static void daemon__peer_done(void *ctx, const struct gw_record *r, const struct corr_flow_info *fi,
+			      const char *why)
+{
+	struct daemon *d = ctx;
+
+	correlate__remote_done(d->corr, r, fi, why);
+}
+
+static int daemon__read_pem(const char *path, char **out)
+{
+	FILE *f = fopen(path, "re");
+	size_t n;
+
+	*out = NULL;
+	if (!f)
+		return -errno;
+	*out = calloc(1, 1 << 20);
+	n = *out ? fread(*out, 1, (1 << 20) - 1, f) : 0;
+	fclose(f);
+	if (!*out)
+		return -ENOMEM;
+	if (!n) {
+		free(*out);
+		*out = NULL;
+		return -ENODATA;
+	}
+	return 0;
+}
+
+static int daemon__peer_setup(struct daemon *d)
+{
+	const struct daemon_opts *o = d->o;
+	char msg[512] = "";
+	size_t i;
+	int err;
+
+	for (i = 0; i < o->nlocal_prefixes; i++) {
+		const char *cidr = o->local_prefixes[i], *slash = strchr(cidr, '/');
+		struct gw_record tmp = {};
+		char addr[64];
+		unsigned long bits;
+		char *end;
+
+		snprintf(addr, sizeof(addr), "%.*s:1", slash ? (int)(slash - cidr) : 0, cidr);
+		if (addr[0] != ':' && strchr(addr, ':') != strrchr(addr, ':'))
+			snprintf(addr, sizeof(addr), "[%.*s]:1", (int)(slash - cidr), cidr);
+		bits = slash ? strtoul(slash + 1, &end, 10) : 0;
+		if (!slash || !slash[1] || *end || gateway__parse_peer(addr, strlen(addr), &tmp) ||
+		    bits > (tmp.peer_v4 ? 32u : 128u)) {
+			pr_err("--local-prefix %s: want IP/BITS\n", cidr);
+			return -EINVAL;
+		}
+		correlate__local_prefix(d->corr, tmp.peer_addr,
+					(unsigned int)bits + (tmp.peer_v4 ? 96 : 0));
+	}
+	if (o->npeers) {
+		struct peer_opts po = {
+			.token_file = o->peer_token_file,
+			.ca_file = o->peer_tls_ca,
+			.cert_file = o->peer_tls_cert,
+			.key_file = o->peer_tls_key,
+		};
+
+		err = peer__new(&po, daemon__peer_done, d, &d->peer, msg, sizeof(msg));
+		if (err) {
+			pr_err("peers: %s\n", msg[0] ? msg : strerror(-err));
+			return err;
+		}
+		for (i = 0; i < o->npeers; i++) {
+			const char *url = o->peers[i], *host = strstr(url, "://");
+
+			err = peer__set(d->peer, host ? host + 3 : url, url, msg, sizeof(msg));
+			if (err) {
+				pr_err("--peer %s: %s\n", url, msg[0] ? msg : strerror(-err));
+				return err;
+			}
+		}
+		correlate__set_ask(d->corr, daemon__peer_ask, d);
+		daemon__add_fd(d, peer__fd(d->peer), EPOLLIN);
+	}
+	if (o->peer_listen) {
+		struct httpd_tls tls = {};
+		bool mtls = o->peer_tls_cert && o->peer_tls_key && o->peer_tls_ca;
+
+		/* The answers name pods and processes: never unauthenticated. */
+		if (!o->peer_token_file && !mtls) {
+			pr_err("--peer-listen needs --peer-token-file, or --peer-tls-cert, "
+			       "--peer-tls-key and --peer-tls-ca (mTLS)\n");
+			return -EINVAL;
+		}
+		if (o->peer_token_file && (err = daemon__peer_token(d))) {
+			pr_err("--peer-token-file %s: %s\n", o->peer_token_file,
+			       err == -ENODATA ? "empty" : strerror(-err));
+			return err;
+		}
+		if (!!o->peer_tls_cert != !!o->peer_tls_key) {
+			pr_err("--peer-tls-cert and --peer-tls-key go together\n");
+			return -EINVAL;
+		}
+		if ((o->peer_tls_cert && (err = daemon__read_pem(o->peer_tls_cert, (char **)&tls.cert_pem))) ||
+		    (o->peer_tls_key && (err = daemon__read_pem(o->peer_tls_key, (char **)&tls.key_pem))) ||
+		    (o->peer_tls_ca && (err = daemon__read_pem(o->peer_tls_ca, (char **)&tls.client_ca_pem)))) {
+			pr_err("peer TLS files: %s\n", strerror(-err));
+		} else {
+			err = httpd__start_tls(o->peer_listen, tls.cert_pem ? &tls : NULL,
+					       &d->peer_httpd, msg, sizeof(msg));
+			if (err)
+				pr_err("--peer-listen: %s\n", msg[0] ? msg : strerror(-err));
+		}
+		free((char *)tls.cert_pem);
+		free((char *)tls.key_pem);
+		free((char *)tls.client_ca_pem);
+		if (err)
+			return err;
+		httpd__handle(d->peer_httpd, "POST", PEER_PATH, daemon__peer_lookup, d);
+		httpd__set_ready(d->peer_httpd, true);
+		daemon__add_fd(d, httpd__fd(d->peer_httpd), EPOLLIN);
+		pr_info("flow lookups for other nodes on %s://%s%s (port %u)%s\n",
+			tls.cert_pem ? "https" : "http", o->peer_listen, PEER_PATH,
+			httpd__port(d->peer_httpd), mtls ? ", client certificates required" : "");
+	}
+	return 0;
+}
+
+static void daemon__peer_prom_one(void *ctx, const struct peer_stats *st)
+{
+	struct prom *p = ctx;
+
+	prom__sample(p, "sluice_peer_up", st->up ? 1 : 0, "peer", st->name, NULL);
+	prom__sample(p, "sluice_peer_requests_total", (double)st->requests, "peer", st->name, NULL);
+	prom__sample(p, "sluice_peer_retries_total", (double)st->retries, "peer", st->name, NULL);
+	prom__sample(p, "sluice_peer_failures_total", (double)st->failures, "peer", st->name, NULL);
+	prom__sample(p, "sluice_peer_errors_total", (double)st->errors_transport, "peer", st->name,
+		     "kind", "transport", NULL);
+	prom__sample(p, "sluice_peer_errors_total", (double)st->errors_auth, "peer", st->name,
+		     "kind", "auth", NULL);
+	prom__sample(p, "sluice_peer_errors_total", (double)st->errors_other, "peer", st->name,
+		     "kind", "other", NULL);
+	prom__sample(p, "sluice_peer_lookups_total", (double)st->found, "peer", st->name,
+		     "result", "found", NULL);
+	prom__sample(p, "sluice_peer_lookups_total", (double)st->not_found, "peer", st->name,
+		     "result", "not_found", NULL);
+	prom__sample(p, "sluice_peer_lookups_total", (double)st->unreachable, "peer", st->name,
+		     "result", "unreachable", NULL);
+	prom__sample(p, "sluice_peer_lookups_total", (double)st->dropped, "peer", st->name,
+		     "result", "dropped", NULL);
+	prom__sample(p, "sluice_peer_queued", (double)st->queued, "peer", st->name, NULL);
+}
+
+static void daemon__peer_prom(struct daemon *d, struct prom *p, const struct corr_stats *cs)
+{
+	prom__help(p, "sluice_gateway_asked_total", "counter",
+		   "Gateway records without a local flow handed to the other nodes.");
+	prom__sample(p, "sluice_gateway_asked_total", (double)cs->asked, (char *)NULL);
+	prom__help(p, "sluice_gateway_remote_joined_total", "counter",
+		   "Of which another node had the flow.");
+	prom__sample(p, "sluice_gateway_remote_joined_total", (double)cs->remote_joined, (char *)NULL);
+	prom__help(p, "sluice_peer_lookups_served_total", "counter",
+		   "Lookups of this node's flows by other nodes.");
+	prom__sample(p, "sluice_peer_lookups_served_total", (double)cs->lookups_found, "result",
+		     "found", NULL);
+	prom__sample(p, "sluice_peer_lookups_served_total",
+		     (double)(cs->lookups - cs->lookups_found), "result", "not_found", NULL);
+	prom__help(p, "sluice_peer_requests_refused_total", "counter",
+		   "Lookup requests refused: bad token, or not a valid request.");
+	prom__sample(p, "sluice_peer_requests_refused_total", (double)d->peer_unauthorized,
+		     "reason", "unauthorized", NULL);
+	prom__sample(p, "sluice_peer_requests_refused_total", (double)d->peer_bad_requests,
+		     "reason", "bad_request", NULL);
+	if (!d->peer)
+		return;
+	prom__help(p, "sluice_peer_up", "gauge", "The peer answered the last request.");
+	prom__help(p, "sluice_peer_requests_total", "counter", "Lookup requests sent, by peer.");
+	prom__help(p, "sluice_peer_retries_total", "counter", "Of which repeats after a failure.");
+	prom__help(p, "sluice_peer_failures_total", "counter",
+		   "Batches given up after every attempt (their records count as unreachable).");
+	prom__help(p, "sluice_peer_errors_total", "counter", "Failed requests, by kind.");
+	prom__help(p, "sluice_peer_lookups_total", "counter", "Lookups, by peer and result.");
+	prom__help(p, "sluice_peer_queued", "gauge", "Lookups waiting to be sent.");
+	peer__stats(d->peer, daemon__peer_prom_one, p);
+}
+
 /* ---------------------------------------------------------- control */
 
 static cJSON *daemon__policies_json(struct daemon *d)
@@ -1618,6 +1912,7 @@ static int daemon__metrics(void *ctx, const struct httpd_request *req, struct ht
 			   "Flows dropped because the table was full.");
 		prom__sample(&p, "sluice_gateway_flows_evicted_total",
 			     (double)(cs.evicted_closed + cs.evicted_open), (char *)NULL);
+		daemon__peer_prom(d, &p, &cs);
 	}
 	prom__help(&p, "sluice_reconciles_total", "counter", "Policy reconcile rounds.");
 	prom__sample(&p, "sluice_reconciles_total", (double)d->reconciles, (char *)NULL);
@@ -1890,6 +2185,8 @@ static int daemon__setup(struct daemon *d)
 		pr_info("metrics on http://%s/metrics (port %u)\n", d->o->metrics_addr,
 			httpd__port(d->httpd));
 	}
+	if ((err = daemon__peer_setup(d)))
+		return err;
 
 	d->policy_wd = !d->o->policy_dir ? -1 : inotify_add_watch(d->ifd, d->o->policy_dir,
 					 IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
@@ -2004,6 +2301,10 @@ static void daemon__loop(struct daemon *d)
 				k8s__run(d->k8s);
 			} else if (d->httpd && fd == httpd__fd(d->httpd)) {
 				httpd__run(d->httpd);
+			} else if (d->peer_httpd && fd == httpd__fd(d->peer_httpd)) {
+				httpd__run(d->peer_httpd);
+			} else if (d->peer && fd == peer__fd(d->peer)) {
+				peer__run(d->peer);
 			} else {
 				d->batch = 0;
 				ring_buffer__consume(d->rb);
@@ -2011,6 +2312,8 @@ static void daemon__loop(struct daemon *d)
 		}
 		if (d->httpd && n == 0)
 			httpd__run(d->httpd);
+		if (d->peer_httpd && n == 0)
+			httpd__run(d->peer_httpd);
 		if (d->dirty)
 			daemon__reconcile(d);
 		if (!d->ready && d->k8s && k8s__synced(d->k8s)) {
@@ -2048,6 +2351,20 @@ static void daemon__teardown(struct daemon *d)
 		gwsrc__free(d->gw);
 		d->gw = NULL;
 	}
+	if (d->peer) {
+		size_t n = peer__waiting(d->peer);
+
+		if (n)
+			pr_info("peers: %zu gateway record(s) still waiting for other nodes "
+				"at exit, not declared\n", n);
+		peer__free(d->peer);
+		d->peer = NULL;
+	}
+	if (d->peer_httpd) {
+		httpd__stop(d->peer_httpd);
+		d->peer_httpd = NULL;
+	}
+	free(d->peer_token.data);
 	if (d->corr) {
 		correlate__free(d->corr);
 		d->corr = NULL;

@@ -32,6 +32,15 @@ struct daemon_opts {
 	size_t ngateway_addrs;
 	const char *state_dir;		/* log positions; default /var/lib/sluice */
 	const char *jwt_claim;		/* gateway identity key naming a workload */
+	/* cross-node lookups: other nodes' daemons are asked for the flows
+	 * of gateway records this node has none for */
+	const char *peer_listen;	/* serve lookups of this node's flows */
+	const char *peers[64];		/* other nodes' daemons, URLs */
+	size_t npeers;
+	const char *peer_token_file;	/* bearer token: sent, and required */
+	const char *peer_tls_cert, *peer_tls_key, *peer_tls_ca;
+	const char *local_prefixes[32];	/* CIDRs of this node's workloads */
+	size_t nlocal_prefixes;
 };
 
 /* Runs until SIGTERM/SIGINT; returns the exit status. */

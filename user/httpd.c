@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include "httpd.h"
 
@@ -34,6 +35,7 @@ struct httpd {
 	int epfd;
 	uint16_t port;
 	bool ready;
+	bool verify_clients;
 };
 
 /* One per request, from the URI callback to the completion callback. */
@@ -174,6 +176,8 @@ static enum MHD_Result call_handler(struct httpd *h, struct httpd_req *r,
 		.body_len = r->len,
 		.content_type = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 							    MHD_HTTP_HEADER_CONTENT_TYPE),
+		.authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+							     MHD_HTTP_HEADER_AUTHORIZATION),
 	};
 	/* Copied: the handler may register routes and move the array. */
 	struct httpd_route rt = h->routes[r->route];
@@ -210,6 +214,20 @@ static enum MHD_Result call_handler(struct httpd *h, struct httpd_req *r,
 	return ret;
 }
 
+/* libmicrohttpd asks for a client certificate when given a trust list,
+ * but lets a connection without one (or with a bad one) through. */
+static bool client_verified(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+	unsigned int status = 0;
+
+	if (!ci || !ci->tls_session)
+		return false;
+	return gnutls_certificate_verify_peers2((gnutls_session_t)ci->tls_session, &status) ==
+		       GNUTLS_E_SUCCESS && !status;
+}
+
 /* First call of a request: route it and size up the body, answering at
  * once when the request cannot succeed. */
 static enum MHD_Result req_begin(struct httpd *h, struct httpd_req *r,
@@ -222,6 +240,9 @@ static enum MHD_Result req_begin(struct httpd *h, struct httpd_req *r,
 	int status;
 
 	r->started = true;
+	if (h->verify_clients && !client_verified(c))
+		return send_text(c, MHD_HTTP_FORBIDDEN, "a client certificate of the trusted CA is required\n",
+				 NULL);
 	idx = route_find(h, method, url, &status, allow, sizeof(allow));
 	if (idx < 0) {
 		if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
@@ -403,9 +424,24 @@ static int parse_addr(const char *addr, union httpd_sa *sa, bool *any)
 	return 0;
 }
 
-static struct MHD_Daemon *mhd_start(struct httpd *h, const union httpd_sa *sa)
+static struct MHD_Daemon *mhd_start(struct httpd *h, const union httpd_sa *sa,
+				     const struct httpd_tls *tls)
 {
+	struct MHD_OptionItem opts[] = {
+		{ MHD_OPTION_HTTPS_MEM_CERT, 0, tls ? (void *)tls->cert_pem : NULL },
+		{ MHD_OPTION_HTTPS_MEM_KEY, 0, tls ? (void *)tls->key_pem : NULL },
+		{ MHD_OPTION_HTTPS_MEM_TRUST, 0, tls ? (void *)tls->client_ca_pem : NULL },
+		{ MHD_OPTION_END, 0, NULL },
+	};
 	unsigned int flags = MHD_USE_EPOLL;
+
+	if (tls) {
+		flags |= MHD_USE_TLS;
+		if (!tls->client_ca_pem)
+			opts[2].option = MHD_OPTION_END;
+	} else {
+		opts[0].option = MHD_OPTION_END;
+	}
 
 	/* No MHD_USE_ERROR_LOG: MHD would print to stderr itself. SIGPIPE
 	 * needs nothing: on Linux MHD sends with MSG_NOSIGNAL. */
@@ -418,10 +454,17 @@ static struct MHD_Daemon *mhd_start(struct httpd *h, const union httpd_sa *sa)
 				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)HTTPD_IDLE_TIMEOUT_S,
 				MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
 				MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+				MHD_OPTION_ARRAY, opts,
 				MHD_OPTION_END);
 }
 
 int httpd__start(const char *addr, struct httpd **out, char *err, size_t errlen)
+{
+	return httpd__start_tls(addr, NULL, out, err, errlen);
+}
+
+int httpd__start_tls(const char *addr, const struct httpd_tls *tls, struct httpd **out,
+		     char *err, size_t errlen)
 {
 	const union MHD_DaemonInfo *info;
 	union httpd_sa sa;
@@ -435,13 +478,18 @@ int httpd__start(const char *addr, struct httpd **out, char *err, size_t errlen)
 		     addr ? addr : "");
 		return -EINVAL;
 	}
+	if (tls && (!tls->cert_pem || !tls->key_pem)) {
+		errf(err, errlen, "HTTPS needs a certificate and its key");
+		return -EINVAL;
+	}
 	h = calloc(1, sizeof(*h));
 	if (!h) {
 		errf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
+	h->verify_clients = tls && tls->client_ca_pem;
 	errno = 0;
-	h->mhd = mhd_start(h, &sa);
+	h->mhd = mhd_start(h, &sa, tls);
 	if (!h->mhd && any && (errno == EAFNOSUPPORT || errno == EADDRNOTAVAIL)) {
 		uint16_t port = sa.in6.sin6_port;
 
@@ -450,12 +498,16 @@ int httpd__start(const char *addr, struct httpd **out, char *err, size_t errlen)
 		sa.in4.sin_addr.s_addr = htonl(INADDR_ANY);
 		sa.in4.sin_port = port;
 		errno = 0;
-		h->mhd = mhd_start(h, &sa);
+		h->mhd = mhd_start(h, &sa, tls);
 	}
 	if (!h->mhd) {
 		/* MHD leaves the errno of the failing socket call. */
 		ret = errno ? -errno : -EIO;
-		errf(err, errlen, "cannot listen on %s: %s", addr, strerror(-ret));
+		if (tls && ret == -EIO)
+			errf(err, errlen, "cannot serve HTTPS on %s: certificate, key or CA refused",
+			     addr);
+		else
+			errf(err, errlen, "cannot listen on %s: %s", addr, strerror(-ret));
 		goto fail;
 	}
 	info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_EPOLL_FD);

@@ -26,6 +26,7 @@ struct httpd_request {
 	const char *body;		/* NUL-terminated for convenience; never NULL */
 	size_t body_len;
 	const char *content_type;	/* or NULL */
+	const char *authorization;	/* the Authorization header, or NULL */
 };
 
 struct httpd_response {
@@ -43,6 +44,17 @@ typedef int (*httpd_handler_fn)(void *ctx, const struct httpd_request *req,
  * dual-stack, IPv4 only if the host has no IPv6); port 0 picks a free port.
  * Serves /healthz (always 200) and /readyz (503 until httpd__set_ready). */
 int httpd__start(const char *addr, struct httpd **out, char *err, size_t errlen);
+
+/* HTTPS: PEM text. With CLIENT_CA every request must come with a client
+ * certificate that verifies against it (mTLS), or is answered 403. */
+struct httpd_tls {
+	const char *cert_pem;
+	const char *key_pem;
+	const char *client_ca_pem;	/* or NULL */
+};
+
+int httpd__start_tls(const char *addr, const struct httpd_tls *tls, struct httpd **out,
+		     char *err, size_t errlen);
 /* Route METHOD PATH (exact match) to FN; replaces an earlier route for the
  * same pair. A GET route also answers HEAD. Others get 404 or 405. */
 int httpd__handle(struct httpd *h, const char *method, const char *path,

@@ -386,6 +386,7 @@ static int config_copy(struct kube_config *dst, const struct kube_config *src)
 
 	memset(dst, 0, sizeof(*dst));
 	dst->insecure = src->insecure;
+	dst->skip_host_check = src->skip_host_check;
 	if ((err = str_dup(&dst->server, src->server)) || (err = str_dup(&dst->ns, src->ns)) ||
 	    (err = str_dup(&dst->token, src->token)) ||
 	    (err = str_dup(&dst->token_file, src->token_file)) ||
@@ -1208,6 +1209,8 @@ static int kube__xfer_start(struct kube_xfer *x, const char *path_query, long ti
 			goto out;
 		curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
 	}
+	if (k->cfg.skip_host_check)
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
 	if (k->cfg.cert.data) {
 		if ((err = kube__blob_opt(e, CURLOPT_SSLCERT_BLOB, &k->cfg.cert)) ||
 		    (err = kube__blob_opt(e, CURLOPT_SSLKEY_BLOB, &k->cfg.key)))

@@ -51,6 +51,7 @@ struct kube_config {
 	struct kube_blob cert;	/* client certificate, PEM; with key */
 	struct kube_blob key;
 	bool insecure;		/* no server certificate verification */
+	bool skip_host_check;	/* verify the chain, not the host name */
 };
 
 /* In a pod: KUBERNETES_SERVICE_HOST/PORT and SA_DIR/{token,ca.crt,namespace}

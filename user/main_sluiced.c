@@ -59,6 +59,21 @@ static void usage(FILE *f)
 "                          (e.g. jwt.sub); SPIFFE ids are always compared\n"
 "  --state-dir DIR         log positions kept across restarts (default\n"
 "                          /var/lib/sluice)\n"
+"\n"
+"Across nodes (a gateway record whose peer has no flow here is looked up on\n"
+"the other nodes' daemons before it is declared unattributed):\n"
+"  --peer URL              another node's sluiced, http(s)://HOST:PORT of its\n"
+"                          --peer-listen (repeatable)\n"
+"  --peer-listen ADDR      answer other nodes' lookups of this node's flows\n"
+"                          (POST /v1/flows/lookup); needs a token or mTLS\n"
+"  --peer-token-file FILE  bearer token sent to peers and required from them;\n"
+"                          re-read when it changes\n"
+"  --peer-tls-cert FILE    this daemon's certificate (PEM), served and shown to\n"
+"  --peer-tls-key FILE     peers, and its key\n"
+"  --peer-tls-ca FILE      CA both sides' certificates must verify against: with\n"
+"                          cert and key, lookups need a client certificate (mTLS)\n"
+"  --local-prefix CIDR     this node's workload addresses (repeatable); records\n"
+"                          from other peers are asked of the peers at once\n"
 "  --detach-on-exit        remove the datapath on SIGTERM/SIGINT\n"
 "  -v, --verbose           debug output, including libbpf's\n"
 "  --version\n"
@@ -93,7 +108,8 @@ int main(int argc, char **argv)
 	enum { O_POLICY_DIR = 1, O_CGROOT, O_PIN, O_EVENTS, O_MAXSIZE, O_KEEP, O_METRICS,
 	       O_CONTROL, O_RESOLV, O_NODE, O_OBSERVE, O_DETACH, O_VERSION, O_HELP,
 	       O_KUBE, O_KUBECONFIG, O_KUBE_SA_DIR, O_KUBE_STALL, O_GWLOG, O_GWFMT, O_GWKEYMAP,
-	       O_GWADDR, O_STATE_DIR, O_JWT_CLAIM };
+	       O_GWADDR, O_STATE_DIR, O_JWT_CLAIM, O_PEER, O_PEER_LISTEN, O_PEER_TOKEN,
+	       O_PEER_CERT, O_PEER_KEY, O_PEER_CA, O_LOCAL_PREFIX };
 	static const struct option opts[] = {
 		{ "policy-dir", required_argument, NULL, O_POLICY_DIR },
 		{ "cgroup-root", required_argument, NULL, O_CGROOT },
@@ -117,6 +133,13 @@ int main(int argc, char **argv)
 		{ "gateway-addr", required_argument, NULL, O_GWADDR },
 		{ "state-dir", required_argument, NULL, O_STATE_DIR },
 		{ "jwt-claim", required_argument, NULL, O_JWT_CLAIM },
+		{ "peer", required_argument, NULL, O_PEER },
+		{ "peer-listen", required_argument, NULL, O_PEER_LISTEN },
+		{ "peer-token-file", required_argument, NULL, O_PEER_TOKEN },
+		{ "peer-tls-cert", required_argument, NULL, O_PEER_CERT },
+		{ "peer-tls-key", required_argument, NULL, O_PEER_KEY },
+		{ "peer-tls-ca", required_argument, NULL, O_PEER_CA },
+		{ "local-prefix", required_argument, NULL, O_LOCAL_PREFIX },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ "help", no_argument, NULL, O_HELP },
@@ -188,6 +211,30 @@ int main(int argc, char **argv)
 			break;
 		case O_STATE_DIR: o.state_dir = optarg; break;
 		case O_JWT_CLAIM: o.jwt_claim = optarg; break;
+		case O_PEER:
+			if (strncmp(optarg, "http://", 7) && strncmp(optarg, "https://", 8)) {
+				fprintf(stderr, "sluiced: --peer %s: want http://HOST:PORT or https://HOST:PORT\n",
+					optarg);
+				return 2;
+			}
+			if (o.npeers == 64) {
+				fprintf(stderr, "sluiced: at most 64 --peer\n");
+				return 2;
+			}
+			o.peers[o.npeers++] = optarg;
+			break;
+		case O_PEER_LISTEN: o.peer_listen = optarg; break;
+		case O_PEER_TOKEN: o.peer_token_file = optarg; break;
+		case O_PEER_CERT: o.peer_tls_cert = optarg; break;
+		case O_PEER_KEY: o.peer_tls_key = optarg; break;
+		case O_PEER_CA: o.peer_tls_ca = optarg; break;
+		case O_LOCAL_PREFIX:
+			if (o.nlocal_prefixes == 32) {
+				fprintf(stderr, "sluiced: at most 32 --local-prefix\n");
+				return 2;
+			}
+			o.local_prefixes[o.nlocal_prefixes++] = optarg;
+			break;
 		case O_KUBE: o.kubernetes = true; break;
 		case O_KUBECONFIG: o.kubeconfig = optarg; o.kubernetes = true; break;
 		case O_KUBE_SA_DIR: o.kube_sa_dir = optarg; break;

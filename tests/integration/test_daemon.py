@@ -181,7 +181,7 @@ class Daemon:
         self.port = free_port()
         self.errpath = s.env.path(self.tag + ".stderr")
         self.argv = [binary or SLUICED, "--policy-dir", s.poldir, "--cgroup-root", s.cg,
-                     "--pin-path", s.env.pin, "--control-socket", self.sock,
+                     "--pin-path", s.pin, "--control-socket", self.sock,
                      "--metrics", "127.0.0.1:%d" % self.port] + list(extra)
         with open(self.errpath, "w") as err:
             self.p = subprocess.Popen(self.argv, stdout=stdout or subprocess.DEVNULL, stderr=err)
@@ -213,7 +213,7 @@ class Daemon:
         return parse_prom(body)
 
     def status(self, timeout=10):
-        return cli("status", "--socket", self.sock, "--pin-path", self.s.env.pin, "-o", "json",
+        return cli("status", "--socket", self.sock, "--pin-path", self.s.pin, "-o", "json",
                    timeout=timeout)
 
     def stop(self, sig=signal.SIGTERM, timeout=5):
@@ -232,8 +232,10 @@ class Scope:
     """One test's cgroup subtree, policy directory and processes; closing it
     kills them, detaches the pins and removes the cgroups."""
 
-    def __init__(self, c, name):
+    def __init__(self, c, name, pin=None):
+        """PIN: a pin path of its own (a second node); default the run's."""
         self.c, self.env, self.name = c, c.env, name
+        self.pin = pin or c.env.pin
         self.cg = os.path.join(c.env.cg_root, name)
         self.rel = c.env.cg_rel + "/" + name          # as /proc/PID/cgroup shows it
         self.agents = os.path.join(self.cg, "agents")
@@ -254,7 +256,7 @@ class Scope:
                     p.wait(5)
                 except subprocess.TimeoutExpired:
                     pass
-        run([SLUICE, "detach", "--pin-path", self.env.pin])
+        run([SLUICE, "detach", "--pin-path", self.pin])
         remove_cgroup_tree(self.cg)
         return False
 
@@ -281,7 +283,7 @@ class Scope:
         return p
 
     def identities(self):
-        return cli("identities", "--pin-path", self.env.pin, "-o", "json")
+        return cli("identities", "--pin-path", self.pin, "-o", "json")
 
     def ident_cgroups(self):
         return {i["cgroup"] for i in self.identities()}

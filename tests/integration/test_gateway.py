@@ -626,5 +626,190 @@ def test_tail_across_restart(c):
         eq(d2.stop()[0], 0, "second daemon exit")
 
 
+# ---------------------------------------------------------------- two nodes
+
+def peer_post(port, body, token=None, timeout=3.0):
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = "Bearer " + token
+    req = urllib.request.Request("http://127.0.0.1:%d/v1/flows/lookup" % port, data=body,
+                                 headers=headers, method="POST")
+    try:
+        with _opener.open(req, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+class TwoNodes:
+    """Node A reads the gateway's log; node B's daemon (its own cgroup
+    subtree and pin path) governs the agent. A has no flow for the agent's
+    requests and must get it from B over the lookup API."""
+
+    def __init__(self, c, name, a_peer_args, b_peer_args, peers):
+        self.a = Scope(c, name + "a")
+        self.b = Scope(c, name + "b", pin=c.env.pin + "-" + name + "b")
+        self.hold = Hold(self.b.env)
+        self.cg = self.b.cgroup("x-agent.scope")
+        self.rel = self.b.rel + "/agents/x-agent.scope"
+        self.b.policy(policy_text("x-agent", self.b.pattern("*.scope"), [self.hold.port]))
+        self.log = c.env.path(name + "-gateway.log")
+        open(self.log, "w").close()
+        self.ev_a = c.env.path(name + "-a.jsonl")
+        self.ev_b = c.env.path(name + "-b.jsonl")
+        self.b_port = free_port()
+        self.db = Daemon(self.b, ["--node", "node-b", "--events", self.ev_b,
+                                  "--peer-listen", "127.0.0.1:%d" % self.b_port] + b_peer_args)
+        self.db.wait_ready()
+        self.da = Daemon(self.a, ["--node", "node-a", "--events", self.ev_a,
+                                  "--gateway-log", self.log, "--gateway-format", "agentgateway",
+                                  "--state-dir", c.env.path(name + "-state")] +
+                         [x for p in peers(self.b_port) for x in ("--peer", p)] + a_peer_args)
+        self.da.wait_ready()
+
+    def close(self):
+        for s in (self.b, self.a):
+            s.__exit__(None, None, None)
+
+
+def two_nodes_join(t, token=None):
+    """An agent on B through the gateway: A's joined record names B's
+    workload and process; a tool outside tools: is drift seen from A."""
+    h = Holder(t.b, t.cg, t.hold.port)
+    sport = h.open()
+    peer = "127.0.0.1:%d" % sport
+    poll(lambda: records(t.ev_b, type="established", src=peer), 5, "established on B " + peer)
+    path = "/x-" + uuid.uuid4().hex
+    testgw.append_line(t.log, testgw.format_line([
+        ("gateway", "test/x"), ("src.addr", peer), ("http.method", "POST"),
+        ("http.path", path), ("http.status", 200), ("protocol", "mcp"),
+        ("mcp.method.name", "tools/call"), ("gen_ai.tool.name", "printEnv"),
+        ("duration", "2ms")]))
+    g = poll(lambda: records(t.ev_a, type="gateway", gateway__http_path=path), 8,
+             "A's gateway record of " + path)
+    eq(len(g), 1, "records of " + path)
+    g = g[0]
+    eq((g["node"], g["workload"]["node"], g["src"], g["rule"], g["class"], g["policy"]),
+       ("node-a", "node-b", peer, "gateway", "gateway", "itest/x-agent"), "joined across nodes")
+    assert_workload(g, t.rel, t.cg, h.pid, h.comm, "record from B")
+    d = poll(lambda: records(t.ev_a, type="finding", finding="policy_drift",
+                             evidence__gateway__http_path=path), 5, "drift of " + path)
+    eq((d[0]["tool"], d[0]["policy_tools"], d[0]["workload"]["node"]),
+       ("printEnv", ["echo"], "node-b"), "drift with B's tools")
+    eq(records(t.ev_a, type="finding", finding="unattributed", evidence__gateway__http_path=path),
+       [], "unattributed for a record B had")
+    h.close()
+    return peer
+
+
+@suite.test
+def test_cross_node_token(c):
+    tok = c.env.path("peer-token")
+    with open(tok, "w") as f:
+        f.write(uuid.uuid4().hex + "\n")
+    dead = free_port()
+    t = TwoNodes(c, "xt", ["--peer-token-file", tok], ["--peer-token-file", tok],
+                 lambda bp: ["http://127.0.0.1:%d" % bp, "http://127.0.0.1:%d" % dead])
+    try:
+        two_nodes_join(t)
+        # forged: nobody has it, one peer unreachable (retried, then given up)
+        path = "/forged-" + uuid.uuid4().hex
+        testgw.append_line(t.log, testgw.format_line([
+            ("src.addr", "127.0.0.1:1"), ("http.method", "POST"), ("http.path", path),
+            ("http.status", 200), ("protocol", "mcp"), ("duration", "1ms")]))
+        u = poll(lambda: records(t.ev_a, type="finding", finding="unattributed",
+                                 evidence__gateway__http_path=path), 15, "unattributed " + path)
+        eq(len(u), 1, "one unattributed finding")
+        if "2 other nodes asked: 1 without it, 1 unreachable" not in u[0]["detail"]:
+            raise AssertionError("detail: %r" % u[0]["detail"])
+        ma, mb = t.da.metrics()[0], t.db.metrics()[0]
+        bname, dname = "127.0.0.1:%d" % t.b_port, "127.0.0.1:%d" % dead
+        eq(prom_value(ma, "sluice_peer_lookups_total", peer=bname, result="found"), 1,
+           "A: found on B")
+        eq(prom_value(ma, "sluice_peer_lookups_total", peer=bname, result="not_found"), 1,
+           "A: forged not on B")
+        eq(prom_value(ma, "sluice_peer_lookups_total", peer=dname, result="unreachable") >= 1,
+           True, "A: dead peer unreachable")
+        eq(prom_value(ma, "sluice_peer_retries_total", peer=dname) >= 1, True,
+           "A: dead peer retried")
+        eq(prom_value(ma, "sluice_peer_up", peer=dname), 0, "A: dead peer down")
+        eq(prom_value(ma, "sluice_gateway_remote_joined_total"), 1, "A: joined remotely")
+        eq(prom_value(mb, "sluice_peer_lookups_served_total", result="found"), 1, "B: served")
+        # the API refuses without the token, with a wrong one, and a bad request
+        body = json.dumps({"lookups": [{"peer": "127.0.0.1:1", "start_ns": "1"}]}).encode()
+        eq(peer_post(t.b_port, body)[0], 401, "no token")
+        eq(peer_post(t.b_port, body, "x" * 32)[0], 401, "wrong token")
+        good = open(tok).read().strip()
+        code, text = peer_post(t.b_port, body, good)
+        eq((code, json.loads(text)), (200, {"node": "node-b", "results": [None]}), "valid lookup")
+        code, text = peer_post(t.b_port, b'{"lookups":[{"peer":"nope","start_ns":"1"}]}', good)
+        eq(code, 400, "bad lookup")
+        if "lookups[0].peer" not in json.loads(text)["error"]:
+            raise AssertionError("400 error: %r" % text)
+        mb = t.db.metrics()[0]
+        eq(prom_value(mb, "sluice_peer_requests_refused_total", reason="unauthorized"), 2,
+           "B: refused unauthorized")
+        eq(prom_value(mb, "sluice_peer_requests_refused_total", reason="bad_request"), 1,
+           "B: refused bad request")
+        # a rotated token is read again by both sides
+        with open(tok + ".new", "w") as f:
+            f.write(uuid.uuid4().hex)
+        os.rename(tok + ".new", tok)
+        eq(peer_post(t.b_port, body, good)[0], 401, "old token after rotation")
+        two_nodes_join(t)
+        eq(t.da.stop()[0], 0, "A exit")
+        eq(t.db.stop()[0], 0, "B exit")
+    finally:
+        t.close()
+
+
+def openssl(*args):
+    subprocess.run(["openssl"] + list(args), check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+@suite.test
+def test_cross_node_mtls(c):
+    d = c.env.path("pki")
+    os.makedirs(d)
+    ca, cakey = os.path.join(d, "ca.crt"), os.path.join(d, "ca.key")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", cakey, "-out", ca, "-days", "1", "-subj", "/CN=sluice-test-ca")
+    crt, key = os.path.join(d, "node.crt"), os.path.join(d, "node.key")
+    csr = os.path.join(d, "node.csr")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", key, "-out", csr, "-subj", "/CN=sluiced")
+    ext = os.path.join(d, "ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:sluiced\nextendedKeyUsage=serverAuth,clientAuth\n")
+    openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", cakey, "-CAcreateserial",
+            "-out", crt, "-days", "1", "-extfile", ext)
+    # a certificate of another CA: refused
+    oca, ocakey = os.path.join(d, "other.crt"), os.path.join(d, "other.key")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", ocakey, "-out", oca, "-days", "1", "-subj", "/CN=other")
+    tls = ["--peer-tls-cert", crt, "--peer-tls-key", key, "--peer-tls-ca", ca]
+    t = TwoNodes(c, "xm", tls, tls, lambda bp: ["https://127.0.0.1:%d" % bp])
+    try:
+        two_nodes_join(t)
+        url = "https://127.0.0.1:%d/v1/flows/lookup" % t.b_port
+        data = '{"lookups":[]}'
+
+        def curl(*extra):
+            r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                "--cacert", ca, "--resolve", "sluiced:%d:127.0.0.1" % t.b_port,
+                                "-d", data, url.replace("127.0.0.1", "sluiced")] + list(extra),
+                               capture_output=True, text=True, timeout=10)
+            return r.stdout
+        eq(curl("--cert", crt, "--key", key), "200", "client certificate of the CA")
+        eq(curl(), "403", "no client certificate")
+        eq(curl("--cert", oca, "--key", ocakey) in ("403", "000"), True,
+           "client certificate of another CA")
+        eq(t.da.stop()[0], 0, "A exit")
+        eq(t.db.stop()[0], 0, "B exit")
+    finally:
+        t.close()
+
+
 if __name__ == "__main__":
     sys.exit(suite.main(Ctx))

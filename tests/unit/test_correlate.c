@@ -19,6 +19,7 @@
 
 #include "correlate.h"
 #include "gateway.h"
+#include "peer.h"
 
 #define SEC	1000000000ull
 #define MS	1000000ull
@@ -990,6 +991,121 @@ static void test_options(void **state)
 	correlate__free(NULL);
 }
 
+/* Across nodes: node A has no flow for a record; at its deadline the record
+ * is offered to the ask callback, node B finds its flow through
+ * correlate__lookup, the flow goes over the wire format and back, and A
+ * emits it joined (B's node and workload) with the drift finding from B's
+ * tools. A foreign peer is asked at once; no answer means unattributed with
+ * the reason; no taker declares it at once. */
+struct asked {
+	int n;
+	struct gw_record r[4];
+	int refuse;
+};
+
+static int on_ask(void *ctx, const struct gw_record *r)
+{
+	struct asked *a = ctx;
+
+	if (a->refuse)
+		return -ENOENT;
+	assert_true(a->n < 4);
+	a->r[a->n++] = *r;
+	return 0;
+}
+
+static void test_remote(void **state)
+{
+	struct sink sa, sb;
+	struct corr_opts o;
+	struct correlate *a, *b;
+	struct asked asked = { 0 };
+	struct gw_record r;
+	struct corr_result res;
+	struct corr_flow_info fi;
+	struct peer_flow *pf = malloc(sizeof(*pf));
+	struct corr_stats st;
+	uint8_t pfx[16];
+	cJSON *j;
+
+	assert_non_null(pf);
+	correlate__opts_default(&o);
+	o.node = "node-a";
+	a = new_corr(&sa, &o);
+	o.node = "node-b";
+	b = new_corr(&sb, &o);
+	correlate__set_ask(a, on_ask, &asked);
+
+	established(b, 40001, 77, T0);
+	r = gwrec(AGENT_IP, 40001, T0 + 2 * SEC, 5 * MS, "delete_all", 200, NULL);
+	correlate__gateway(a, &r, &res);
+	assert_int_equal(res.status, CORR_PENDING);
+	correlate__tick(a, T0 + 2 * SEC + o.tolerance_ns + 1);
+	assert_int_equal(asked.n, 1);
+	assert_int_equal(sa.n, 0);	/* handed over, not declared */
+
+	/* B: the lookup, as the HTTP handler does it */
+	assert_int_equal(correlate__lookup(b, asked.r[0].peer_addr, asked.r[0].peer_port,
+					   asked.r[0].time_ns - asked.r[0].duration_ns, &fi), 0);
+	assert_int_equal(fi.cookie, 77);
+	assert_int_equal(correlate__lookup(b, asked.r[0].peer_addr, 40002, T0, &fi), -ENOENT);
+	assert_int_equal(correlate__lookup(b, asked.r[0].peer_addr, asked.r[0].peer_port,
+					   asked.r[0].time_ns - asked.r[0].duration_ns, &fi), 0);
+	j = peer__flow_json(&fi);
+	assert_non_null(j);
+	assert_int_equal(peer__flow_parse(j, "node-b", pf), 0);
+	cJSON_Delete(j);
+	assert_int_equal(pf->fi.cookie, 77);
+	assert_int_equal(pf->fi.established_ns, T0);
+	assert_int_equal(pf->fi.ntools, 2);
+
+	/* A: joined with B's flow, checked against B's tools */
+	correlate__remote_done(a, &asked.r[0], &pf->fi, NULL);
+	assert_int_equal(sa.n, 2);
+	expect_str(sa.json[0], "type", "gateway");
+	expect_str(sa.json[0], "node", "node-a");
+	expect_str(sa.json[0], "workload.node", "node-b");
+	expect_str(sa.json[0], "workload.pod", "research-agent-7d9f");
+	expect_str(sa.json[0], "src", AGENT_IP ":40001");
+	assert_int_equal((int)jnum(sa.json[0], "socket.cookie"), 77);
+	expect_str(sa.json[1], "finding", "policy_drift");
+	expect_str(sa.json[1], "workload.node", "node-b");
+	sink_reset(&sa);
+
+	/* nobody has it */
+	correlate__remote_done(a, &asked.r[0], NULL, "2 other nodes asked: 2 without it, 0 unreachable");
+	assert_int_equal(sa.n, 1);
+	expect_str(sa.json[0], "finding", "unattributed");
+	assert_non_null(strstr(jstr(sa.json[0], "detail"), "2 other nodes asked"));
+	sink_reset(&sa);
+
+	/* a peer outside this node's range is asked at once */
+	v4(pfx, "10.244.9.0");
+	assert_int_equal(correlate__local_prefix(a, pfx, 96 + 24), 0);
+	r = gwrec("10.244.1.9", 1234, T0 + 3 * SEC, MS, "search", 200, NULL);
+	correlate__gateway(a, &r, &res);
+	assert_int_equal(res.status, CORR_ASKED);
+	assert_int_equal(asked.n, 2);
+
+	/* no taker (no peers): declared as before */
+	asked.refuse = 1;
+	r = gwrec("10.244.9.9", 1234, T0 + 3 * SEC, MS, "search", 200, NULL);
+	correlate__gateway(a, &r, &res);
+	assert_int_equal(res.status, CORR_PENDING);
+	correlate__tick(a, T0 + 10 * SEC);
+	assert_int_equal(sa.n, 1);
+	expect_str(sa.json[0], "finding", "unattributed");
+	correlate__stats(a, &st);
+	assert_int_equal(st.asked, 2);
+	assert_int_equal(st.remote_joined, 1);
+	correlate__stats(b, &st);
+	assert_int_equal(st.lookups, 3);
+	assert_int_equal(st.lookups_found, 2);
+	free(pf);
+	free_corr(&sa);
+	free_corr(&sb);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1010,6 +1126,7 @@ int main(void)
 		cmocka_unit_test(test_eviction_bound),
 		cmocka_unit_test(test_render_bounds),
 		cmocka_unit_test(test_options),
+		cmocka_unit_test(test_remote),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
