@@ -105,6 +105,12 @@ cmd_deploy() {
 	kind load docker-image "$IMAGE" --name "$CLUSTER"
 	local existed=0
 	k -n "$NS" get daemonset sluiced >/dev/null 2>&1 && existed=1
+	k apply -f "$ROOT/manifests/namespace.yaml"
+	if ! k -n "$NS" get secret sluice-peer-token >/dev/null 2>&1; then
+		log "creating the daemons' lookup token (secret sluice-peer-token)"
+		k -n "$NS" create secret generic sluice-peer-token \
+			--from-literal=token="$(head -c 32 /dev/urandom | base64)"
+	fi
 	log "applying manifests/"
 	k apply -k "$ROOT/manifests"
 	k wait --for=condition=Established --timeout=60s \
@@ -118,7 +124,7 @@ cmd_deploy() {
 	fi
 	if ! k -n "$NS" rollout status daemonset/sluiced --timeout=180s; then
 		diagnose
-		die "sluiced is not ready (until the Kubernetes mode lands, sluiced refuses --kubernetes: see manifests/README.md)"
+		die "sluiced is not ready (see the diagnosis above)"
 	fi
 	k -n "$NS" get pods -o wide
 }

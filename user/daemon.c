@@ -111,6 +111,9 @@ struct daemon {
 	struct httpd *peer_httpd;	/* answers them */
 	struct { char *data; size_t len; struct timespec mtime; ino_t ino; } peer_token;
 	uint64_t peer_unauthorized, peer_bad_requests;
+	char **peer_found;		/* peers from --peer-service, by address */
+	size_t npeer_found;
+	unsigned long peer_gen;
 	struct gwsrc *gw;
 	int tfd_gw;
 	unsigned long gw_ticks;
@@ -1542,7 +1545,7 @@ static int daemon__peer_setup(struct daemon *d)
 		correlate__local_prefix(d->corr, tmp.peer_addr,
 					(unsigned int)bits + (tmp.peer_v4 ? 96 : 0));
 	}
-	if (o->npeers) {
+	if (o->npeers || o->peer_service) {
 		struct peer_opts po = {
 			.token_file = o->peer_token_file,
 			.ca_file = o->peer_tls_ca,
@@ -1609,6 +1612,65 @@ static int daemon__peer_setup(struct daemon *d)
 			httpd__port(d->peer_httpd), mtls ? ", client certificates required" : "");
 	}
 	return 0;
+}
+
+/* --peer-service: the other nodes' daemons are the endpoints of a
+ * (headless) Service selecting the DaemonSet's pods, as Hubble Relay finds
+ * the Hubble servers; they all listen on the port of our --peer-listen. */
+static void daemon__peers_discover(struct daemon *d)
+{
+	const char *self = getenv("POD_IP"), *slash = strchr(d->o->peer_service, '/');
+	struct compile_addr *a = NULL;
+	char ns[256], **names = NULL;
+	size_t n = 0, nn = 0, i, j;
+	uint16_t port;
+
+	if (!d->k8s || !d->peer || !k8s__synced(d->k8s) ||
+	    k8s__policy_gen(d->k8s) == d->peer_gen)
+		return;
+	d->peer_gen = k8s__policy_gen(d->k8s);
+	snprintf(ns, sizeof(ns), "%.*s", (int)(slash - d->o->peer_service), d->o->peer_service);
+	port = d->peer_httpd ? httpd__port(d->peer_httpd) : 0;
+	if (k8s__service_addrs(d->k8s, ns, slash + 1, &a, &n) ||
+	    (n && !(names = calloc(n, sizeof(*names))))) {
+		free(a);
+		return;		/* out of memory: the next change tries again */
+	}
+	for (i = 0; i < n; i++) {
+		char ip[64], url[128];
+
+		events__format_addr(a[i].addr, 0, 1, ip, sizeof(ip));
+		*strrchr(ip, ':') = '\0';	/* "1.2.3.4" or "[fd00::1]" */
+		if (self && (!strcmp(ip, self) ||
+			     (ip[0] == '[' && !strncmp(ip + 1, self, strlen(ip) - 2) &&
+			      strlen(self) == strlen(ip) - 2)))
+			continue;
+		for (j = 0; j < nn && strcmp(names[j], ip); j++)
+			;
+		if (j < nn)
+			continue;
+		snprintf(url, sizeof(url), "%s://%s:%u", d->o->peer_tls_cert ? "https" : "http", ip,
+			 port);
+		if (!(names[nn] = strdup(ip)))
+			break;
+		nn++;
+		char msg[256] = "";
+
+		if (peer__set(d->peer, ip, url, msg, sizeof(msg)))
+			pr_warn("peer %s: %s\n", url, msg);
+	}
+	for (i = 0; i < d->npeer_found; i++) {
+		for (j = 0; j < nn && strcmp(names[j], d->peer_found[i]); j++)
+			;
+		if (j == nn)
+			peer__del(d->peer, d->peer_found[i]);
+		free(d->peer_found[i]);
+	}
+	free(d->peer_found);
+	d->peer_found = names;
+	d->npeer_found = nn;
+	free(a);
+	pr_debug("peers: %zu from service %s\n", nn, d->o->peer_service);
 }
 
 static void daemon__peer_prom_one(void *ctx, const struct peer_stats *st)
@@ -2299,6 +2361,8 @@ static void daemon__loop(struct daemon *d)
 				daemon__control(d);
 			} else if (d->k8s && fd == k8s__fd(d->k8s)) {
 				k8s__run(d->k8s);
+				if (d->o->peer_service)
+					daemon__peers_discover(d);
 			} else if (d->httpd && fd == httpd__fd(d->httpd)) {
 				httpd__run(d->httpd);
 			} else if (d->peer_httpd && fd == httpd__fd(d->peer_httpd)) {
@@ -2365,6 +2429,9 @@ static void daemon__teardown(struct daemon *d)
 		d->peer_httpd = NULL;
 	}
 	free(d->peer_token.data);
+	for (i = 0; i < d->npeer_found; i++)
+		free(d->peer_found[i]);
+	free(d->peer_found);
 	if (d->corr) {
 		correlate__free(d->corr);
 		d->corr = NULL;

@@ -39,6 +39,7 @@ struct daemon_opts {
 	size_t npeers;
 	const char *peer_token_file;	/* bearer token: sent, and required */
 	const char *peer_tls_cert, *peer_tls_key, *peer_tls_ca;
+	const char *peer_service;	/* "ns/name": peers are its endpoints */
 	const char *local_prefixes[32];	/* CIDRs of this node's workloads */
 	size_t nlocal_prefixes;
 };

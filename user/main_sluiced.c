@@ -64,6 +64,9 @@ static void usage(FILE *f)
 "the other nodes' daemons before it is declared unattributed):\n"
 "  --peer URL              another node's sluiced, http(s)://HOST:PORT of its\n"
 "                          --peer-listen (repeatable)\n"
+"  --peer-service NS/NAME  (--kubernetes) the other nodes' daemons are the\n"
+"                          endpoints of this Service, on the --peer-listen port;\n"
+"                          the address in POD_IP (this pod's) is left out\n"
 "  --peer-listen ADDR      answer other nodes' lookups of this node's flows\n"
 "                          (POST /v1/flows/lookup); needs a token or mTLS\n"
 "  --peer-token-file FILE  bearer token sent to peers and required from them;\n"
@@ -109,7 +112,7 @@ int main(int argc, char **argv)
 	       O_CONTROL, O_RESOLV, O_NODE, O_OBSERVE, O_DETACH, O_VERSION, O_HELP,
 	       O_KUBE, O_KUBECONFIG, O_KUBE_SA_DIR, O_KUBE_STALL, O_GWLOG, O_GWFMT, O_GWKEYMAP,
 	       O_GWADDR, O_STATE_DIR, O_JWT_CLAIM, O_PEER, O_PEER_LISTEN, O_PEER_TOKEN,
-	       O_PEER_CERT, O_PEER_KEY, O_PEER_CA, O_LOCAL_PREFIX };
+	       O_PEER_CERT, O_PEER_KEY, O_PEER_CA, O_LOCAL_PREFIX, O_PEER_SERVICE };
 	static const struct option opts[] = {
 		{ "policy-dir", required_argument, NULL, O_POLICY_DIR },
 		{ "cgroup-root", required_argument, NULL, O_CGROOT },
@@ -135,6 +138,7 @@ int main(int argc, char **argv)
 		{ "jwt-claim", required_argument, NULL, O_JWT_CLAIM },
 		{ "peer", required_argument, NULL, O_PEER },
 		{ "peer-listen", required_argument, NULL, O_PEER_LISTEN },
+		{ "peer-service", required_argument, NULL, O_PEER_SERVICE },
 		{ "peer-token-file", required_argument, NULL, O_PEER_TOKEN },
 		{ "peer-tls-cert", required_argument, NULL, O_PEER_CERT },
 		{ "peer-tls-key", required_argument, NULL, O_PEER_KEY },
@@ -224,6 +228,14 @@ int main(int argc, char **argv)
 			o.peers[o.npeers++] = optarg;
 			break;
 		case O_PEER_LISTEN: o.peer_listen = optarg; break;
+		case O_PEER_SERVICE:
+			if (!strchr(optarg, '/') || optarg[0] == '/' || !strchr(optarg, '/')[1]) {
+				fprintf(stderr, "sluiced: --peer-service: want NAMESPACE/NAME, not '%s'\n",
+					optarg);
+				return 2;
+			}
+			o.peer_service = optarg;
+			break;
 		case O_PEER_TOKEN: o.peer_token_file = optarg; break;
 		case O_PEER_CERT: o.peer_tls_cert = optarg; break;
 		case O_PEER_KEY: o.peer_tls_key = optarg; break;
@@ -270,6 +282,10 @@ int main(int argc, char **argv)
 		o.node = getenv("NODE_NAME");
 	if (o.kubernetes && (!o.node || !*o.node)) {
 		fprintf(stderr, "sluiced: --kubernetes needs --node NAME or NODE_NAME (the downward API's spec.nodeName)\n");
+		return 2;
+	}
+	if (o.peer_service && (!o.kubernetes || !o.peer_listen)) {
+		fprintf(stderr, "sluiced: --peer-service needs --kubernetes and --peer-listen (its port is the peers')\n");
 		return 2;
 	}
 	if (!o.policy_dir && !o.kubernetes) {

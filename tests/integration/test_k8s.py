@@ -74,6 +74,14 @@ class Ctx:
         self.sock = self.env.path("k8s.sock")
         self.metrics = free_port()
         self.errpath = self.env.path("sluiced-k8s.stderr")
+        # cross-node lookups: the peers are the endpoints of sluice-peer,
+        # this daemon being 127.0.0.21 (POD_IP) on the shared port
+        self.peer_port = free_port()
+        self.peer_token = self.env.path("peer-token")
+        with open(self.peer_token, "w") as f:
+            f.write("peer-secret\n")
+        self.gwlog = self.env.path("k8s-gateway.log")
+        open(self.gwlog, "w").close()
         self.start_daemon()
         self.api.apply(kubetest.namespace("agents", {"team": "ml"}),
                        kubetest.namespace("other", {"team": "web"}))
@@ -81,12 +89,17 @@ class Ctx:
 
     def start_daemon(self):
         env = dict(os.environ, KUBERNETES_SERVICE_HOST="127.0.0.1",
-                   KUBERNETES_SERVICE_PORT=str(self.api.port))
+                   KUBERNETES_SERVICE_PORT=str(self.api.port), POD_IP="127.0.0.21")
         self.daemon = subprocess.Popen(
             [SLUICED, "--kubernetes", "--node", NODE, "--kube-sa-dir", self.sa,
              "--kube-stall-ms", "3000", "--cgroup-root", self.cg, "--pin-path", self.env.pin,
              "--control-socket", self.sock, "--events", self.events,
-             "--metrics", "127.0.0.1:%d" % self.metrics], env=env,
+             "--metrics", "127.0.0.1:%d" % self.metrics,
+             "--peer-service", "sluice-system/sluice-peer",
+             "--peer-listen", "127.0.0.21:%d" % self.peer_port,
+             "--peer-token-file", self.peer_token, "--gateway-log", self.gwlog,
+             "--gateway-format", "agentgateway", "--state-dir", self.env.path("k8s-state")],
+            env=env,
             stdout=subprocess.DEVNULL, stderr=open(self.errpath, "a"))
         self.env.procs.append(self.daemon)
 
@@ -338,6 +351,84 @@ def test_api_faults_and_token_rotation(c):
     c.api.fault("drop")
     applied(c.allow2.port)
     eq(c.daemon.poll(), None, "sluiced still running")
+
+
+class FakePeer:
+    """Another node's sluiced on ADDR:PORT: answers lookups of port 41000
+    with a flow of its own, others with null; keeps what it was asked."""
+
+    def __init__(self, env, addr, port):
+        import http.server
+        import threading
+        fake = self
+        self.requests = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.requests.append((self.path, self.headers.get("Authorization"), body))
+                res = [dict(FLOW, src=l["peer"]) if l["peer"].endswith(":41000") else None
+                       for l in body["lookups"]]
+                out = json.dumps({"node": "node-other", "results": res}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *a):
+                pass
+        self.srv = http.server.HTTPServer((addr, port), H)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        env.closers.append(self.close)
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+FLOW = {"cookie": "99", "cgroup_id": "1234", "identity_cgroup_id": "1234",
+        "established_ns": str(time.time_ns() - 60 * 10**9), "close_ns": "0",
+        "close_inferred": False, "pid": 4321, "uid": 1000, "comm": "agent",
+        "dst": "10.96.0.50:3000", "family": 4, "protocol": 6, "verdict": 0, "class": 5,
+        "has_gateway": True, "tools_listed": True, "cgroup": "/kubepods.slice/x.scope",
+        "namespace": "agents", "pod": "remote-agent-1", "service_account": "remote-agent",
+        "policy": "agents/remote", "rule": "gateway", "tools": ["echo"]}
+
+
+@suite.test
+def test_peers_from_service(c):
+    """--peer-service: the endpoints of sluice-peer but this pod's own
+    address are the peers; a moved endpoint moves the peer; a record with no
+    local flow is asked of them with the token and joined with the answer."""
+    def peers():
+        out = subprocess.run(["curl", "-s", "http://127.0.0.1:%d/metrics" % c.metrics],
+                             capture_output=True, text=True).stdout
+        return sorted({l.split('peer="')[1].split('"')[0] for l in out.splitlines()
+                       if l.startswith("sluice_peer_up{")})
+    fake = FakePeer(c.env, "127.0.0.23", c.peer_port)
+    c.api.apply(kubetest.endpointslice("sluice-peer-a", "sluice-system", "sluice-peer",
+                                       ["127.0.0.21", "127.0.0.22"],
+                                       ports=((c.peer_port, "TCP"),)))
+    poll(lambda: peers() == ["127.0.0.22"], 5, "peer 127.0.0.22 only")
+    c.api.apply(kubetest.endpointslice("sluice-peer-a", "sluice-system", "sluice-peer",
+                                       ["127.0.0.21", "127.0.0.23"],
+                                       ports=((c.peer_port, "TCP"),)))
+    poll(lambda: peers() == ["127.0.0.23"], 5, "peer moved to 127.0.0.23")
+    with open(c.gwlog, "a") as f:
+        f.write("%s\tinfo\trequest gateway=g/x src.addr=10.244.7.7:41000 http.method=POST "
+                "http.path=/remote http.status=200 protocol=mcp mcp.method.name=tools/call "
+                "gen_ai.tool.name=echo duration=1ms\n"
+                % time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime()))
+    g = poll(lambda: [e for e in read_events(c.events) if e.get("type") == "gateway" and
+                      e["gateway"].get("http_path") == "/remote"], 10, "joined remote record")[0]
+    eq((g["workload"]["node"], g["workload"]["pod"], g["process"]["pid"], g["node"]),
+       ("node-other", "remote-agent-1", 4321, NODE), "record joined with the peer's flow")
+    path, auth, body = fake.requests[0]
+    eq((path, auth, body["lookups"][0]["peer"]),
+       ("/v1/flows/lookup", "Bearer peer-secret", "10.244.7.7:41000"), "the lookup sent")
+    c.api.delete("EndpointSlice", "sluice-peer-a", "sluice-system", "discovery.k8s.io/v1")
+    poll(lambda: peers() == [], 5, "no peers once the slice is gone")
 
 
 if __name__ == "__main__":

@@ -94,6 +94,20 @@ class Manifests(unittest.TestCase):
         self.assertEqual(pod["priorityClassName"], "system-node-critical")
         self.assertIn({"operator": "Exists"}, pod["tolerations"])
         self.assertEqual(ds["spec"]["updateStrategy"]["type"], "RollingUpdate")
+        # the cross-node lookups: the Service finds these pods on the port
+        # they listen on, and each leaves its own address out
+        svc = docs(os.path.join(REPO, "manifests", "peer-service.yaml"))[0]
+        labels = ds["spec"]["template"]["metadata"]["labels"]
+        self.assertEqual(svc["spec"]["clusterIP"], "None")
+        self.assertTrue(svc["spec"]["selector"].items() <= labels.items())
+        port = [p for p in main["ports"] if p["name"] == svc["spec"]["ports"][0]["targetPort"]][0]
+        cm = docs(os.path.join(REPO, "manifests", "configmap.yaml"))[0]["data"]
+        self.assertEqual(cm["SLUICE_PEER_LISTEN"], ":%d" % port["containerPort"])
+        self.assertIn("--peer-service=%s/%s" % (svc["metadata"]["namespace"], svc["metadata"]["name"]),
+                      main["args"])
+        self.assertEqual(env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP")
+        kust = docs(os.path.join(REPO, "manifests", "kustomization.yaml"))[0]
+        self.assertIn("peer-service.yaml", kust["resources"])
 
     def test_kind_script_shellcheck(self):
         if not shutil_which("shellcheck"):
