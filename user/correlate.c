@@ -1402,7 +1402,14 @@ static void jw_key(struct jw *w, const char *key)
 {
 	if (!w->overflow && w->off && w->p[w->off - 1] != '{')
 		jw_raw(w, ",", 1);
-	jw_fmt(w, "\"%s\":", key);
+	jw_raw(w, "\"", 1);
+	jw_lit(w, key);
+	jw_raw(w, "\":", 2);
+}
+
+static bool jw_plain(unsigned char ch)
+{
+	return ch >= 0x20 && ch != 0x7f && ch != '"' && ch != '\\';
 }
 
 static void jw_str(struct jw *w, const char *s)
@@ -1410,20 +1417,27 @@ static void jw_str(struct jw *w, const char *s)
 	static const char hex[] = "0123456789abcdef";
 
 	jw_raw(w, "\"", 1);
-	for (; *s; s++) {
-		unsigned char ch = *s;
+	while (*s) {
+		const char *run = s;
 
-		if (ch == '"' || ch == '\\') {
-			char e[2] = { '\\', (char)ch };
+		/* Runs of plain bytes in one copy: most strings are all plain. */
+		while (jw_plain((unsigned char)*s))
+			s++;
+		if (s > run)
+			jw_raw(w, run, (size_t)(s - run));
+		if (!*s)
+			break;
+		if (*s == '"' || *s == '\\') {
+			char e[2] = { '\\', *s };
 
 			jw_raw(w, e, 2);
-		} else if (ch < 0x20 || ch == 0x7f) {
+		} else {
+			unsigned char ch = (unsigned char)*s;
 			char e[6] = { '\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15] };
 
 			jw_raw(w, e, 6);
-		} else {
-			jw_raw(w, (const char *)&ch, 1);
 		}
+		s++;
 	}
 	jw_raw(w, "\"", 1);
 }
@@ -1438,10 +1452,21 @@ static void jw_kstr(struct jw *w, const char *key, const char *val)
 		jw_lit(w, "null");
 }
 
+static void jw_u64(struct jw *w, uint64_t v)
+{
+	char b[20];
+	size_t i = sizeof(b);
+
+	do
+		b[--i] = (char)('0' + v % 10);
+	while ((v /= 10));
+	jw_raw(w, b + i, sizeof(b) - i);
+}
+
 static void jw_ku64(struct jw *w, const char *key, uint64_t v)
 {
 	jw_key(w, key);
-	jw_fmt(w, "%llu", (unsigned long long)v);
+	jw_u64(w, v);
 }
 
 /* RFC 3339 UTC with ns, or null for 0. */
@@ -1455,7 +1480,9 @@ static void jw_ktime(struct jw *w, const char *key, uint64_t ns)
 		return;
 	}
 	events__format_time(0, ns, t, sizeof(t));
-	jw_fmt(w, "\"%s\"", t);
+	jw_raw(w, "\"", 1);
+	jw_lit(w, t);
+	jw_raw(w, "\"", 1);
 }
 
 static void jw_kaddr(struct jw *w, const char *key, const uint8_t addr[SL_ADDR_LEN], uint16_t port)

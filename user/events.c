@@ -206,14 +206,31 @@ static const char *events__cgroup_path(struct events_render *r, uint64_t id)
 
 void events__format_time(int64_t mono_to_real_ns, uint64_t ts_ns, char *buf, size_t len)
 {
+	/* Records come in bursts of the same second: its text is kept. */
+	static __thread struct { time_t sec; size_t n; char text[32]; } last = { .sec = -1 };
 	int64_t t = (int64_t)ts_ns + mono_to_real_ns;
 	time_t sec = t / 1000000000LL;
-	struct tm tm;
-	size_t n;
+	long ns = (long)(t % 1000000000LL);
+	char frac[12];
 
-	gmtime_r(&sec, &tm);
-	n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + n, len - n, ".%09lldZ", (long long)(t % 1000000000LL));
+	if (sec != last.sec) {
+		struct tm tm;
+
+		gmtime_r(&sec, &tm);
+		last.n = strftime(last.text, sizeof(last.text), "%Y-%m-%dT%H:%M:%S", &tm);
+		last.sec = sec;
+	}
+	frac[0] = '.';
+	for (int i = 9; i >= 1; i--, ns /= 10)
+		frac[i] = (char)('0' + ns % 10);
+	frac[10] = 'Z';
+	frac[11] = '\0';
+	if (len < last.n + sizeof(frac)) {
+		snprintf(buf, len, "%s%s", last.text, frac);
+		return;
+	}
+	memcpy(buf, last.text, last.n);
+	memcpy(buf + last.n, frac, sizeof(frac));
 }
 
 static bool events__is_mapped(const uint8_t a[16])
@@ -227,7 +244,32 @@ void events__format_addr(const uint8_t addr[16], uint16_t port, int v4, char *bu
 {
 	char ip[INET6_ADDRSTRLEN];
 
-	if (v4 && events__is_mapped(addr)) {
+	if (v4 && events__is_mapped(addr) && len >= sizeof("255.255.255.255:65535")) {
+		/* The common case, without inet_ntop and printf. */
+		char *p = buf;
+
+		for (int i = 12; i < 16; i++) {
+			unsigned int b = addr[i];
+
+			if (b >= 100)
+				*p++ = (char)('0' + b / 100);
+			if (b >= 10)
+				*p++ = (char)('0' + b / 10 % 10);
+			*p++ = (char)('0' + b % 10);
+			*p++ = i < 15 ? '.' : ':';
+		}
+		{
+			char d[5];
+			int n = 0;
+
+			do
+				d[n++] = (char)('0' + port % 10);
+			while ((port /= 10));
+			while (n)
+				*p++ = d[--n];
+		}
+		*p = '\0';
+	} else if (v4 && events__is_mapped(addr)) {
 		inet_ntop(AF_INET, addr + 12, ip, sizeof(ip));
 		snprintf(buf, len, "%s:%u", ip, port);
 	} else {

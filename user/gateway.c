@@ -425,11 +425,66 @@ struct gw_field {
 	bool quoted;		/* v is a JSON string literal, quotes included */
 };
 
+#define GW_JSON_SLOTS	128	/* power of 2; an index of a line's top-level members */
+
 struct gw_src {
 	cJSON *json;		/* JSON form, or NULL */
 	struct gw_field *f;	/* text form */
 	size_t nf;
+	bool indexed;		/* slots hold every top-level member */
+	bool nested;		/* some member is an object: dotted keys may nest */
+	cJSON *slots[GW_JSON_SLOTS];
 };
+
+static uint32_t gw_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+/* Each key of the map is looked up in every line, most of them absent: a
+ * hash of the members instead of cJSON's list walk per key. */
+static void gw_json_index(struct gw_src *src)
+{
+	size_t n = 0;
+	cJSON *it;
+
+	memset(src->slots, 0, sizeof(src->slots));
+	cJSON_ArrayForEach(it, src->json) {
+		uint32_t h;
+
+		if (cJSON_IsObject(it))
+			src->nested = true;
+		if (!it->string || ++n > GW_JSON_SLOTS / 2)
+			return;		/* indexed stays false: the list walk */
+		h = gw_hash(it->string);
+		while (src->slots[h & (GW_JSON_SLOTS - 1)]) {
+			/* The first of duplicate keys wins, as in cJSON. */
+			if (!strcmp(src->slots[h & (GW_JSON_SLOTS - 1)]->string, it->string))
+				break;
+			h++;
+		}
+		if (!src->slots[h & (GW_JSON_SLOTS - 1)])
+			src->slots[h & (GW_JSON_SLOTS - 1)] = it;
+	}
+	src->indexed = true;
+}
+
+static cJSON *gw_json_top(const struct gw_src *src, const char *key)
+{
+	uint32_t h = gw_hash(key);
+	cJSON *it;
+
+	while ((it = src->slots[h & (GW_JSON_SLOTS - 1)])) {
+		if (!strcmp(it->string, key))
+			return it;
+		h++;
+	}
+	return NULL;
+}
 
 static cJSON *gw_json_find(cJSON *obj, const char *key)
 {
@@ -462,7 +517,10 @@ static bool gw_get(const struct gw_src *src, const char *key, char *dst, size_t 
 {
 	dst[0] = '\0';
 	if (src->json) {
-		cJSON *it = gw_json_find(src->json, key);
+		cJSON *it = src->indexed ? gw_json_top(src, key) : NULL;
+
+		if (!src->indexed || (!it && src->nested))
+			it = gw_json_find(src->json, key);
 
 		if (cJSON_IsString(it)) {
 			gw_copy(dst, dstsz, it->valuestring, strlen(it->valuestring), flags);
@@ -549,12 +607,15 @@ static bool gw_prose_key(const char *k, size_t klen)
 
 static bool gw_known_key(const struct gw_keymap *km, const char *k, size_t klen)
 {
+	/* Called per token of every line: the first byte rules most out. */
 	for (size_t i = 0; i < sizeof(gw_ag_keys) / sizeof(gw_ag_keys[0]); i++)
-		if (strlen(gw_ag_keys[i]) == klen && !memcmp(gw_ag_keys[i], k, klen))
+		if (gw_ag_keys[i][0] == k[0] && !strncmp(gw_ag_keys[i], k, klen) &&
+		    !gw_ag_keys[i][klen])
 			return true;
 	for (int f = 0; f < GW_K_MAX; f++)
 		for (int i = 0; i < GW_KM_ALT && km->keys[f][i][0]; i++)
-			if (strlen(km->keys[f][i]) == klen && !memcmp(km->keys[f][i], k, klen))
+			if (km->keys[f][i][0] == k[0] && !strncmp(km->keys[f][i], k, klen) &&
+			    !km->keys[f][i][klen])
 				return true;
 	return false;
 }
@@ -826,6 +887,7 @@ static int gw_parse_json(enum gw_format fmt, const struct gw_keymap *km, const c
 		goto out;
 	}
 	out->format = fmt;
+	gw_json_index(&src);
 	err = gw_fill(&src, km, 0, out, why);
 out:
 	cJSON_Delete(src.json);

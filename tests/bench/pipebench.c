@@ -20,6 +20,16 @@
  *       the previous set, alternating A and B. Also the kernel's memory
  *       accounting of each map (fdinfo "memlock") with and without the set.
  *
+ *   pipebench gateway --seconds S [--out FILE]
+ *       Gateway decision-log lines -> joined records, as sluiced handles a
+ *       --gateway-log: 4096 lines (6 of 8 agentgateway text, 1 agentgateway
+ *       JSON, 1 Envoy JSON; every 16th a tools/call of a tool the policy
+ *       does not list) parsed with format auto, each joined with one of
+ *       10000 open flows (correlate__gateway) and every emitted record
+ *       rendered and written to FILE (default /dev/null). Two baselines in
+ *       the same run: the lines only split (the least a reader does), and
+ *       only parsed. Phases interleave; one JSON line per phase and round.
+ *
  *   pipebench start --pin-path P --cgroup-root R [--reps K]
  *       datapath__open on empty pins (load + attach + pin), a second
  *       datapath__open that adopts the pins, and the teardown of the last
@@ -41,6 +51,8 @@
 #include "datapath.h"
 #include "events.h"
 #include "log.h"
+#include "correlate.h"
+#include "gateway.h"
 #include "policy.h"
 
 static uint64_t now_ns(void)
@@ -404,6 +416,192 @@ static int cmd_start(int argc, char **argv)
 	return err ? 1 : 0;
 }
 
+
+/* ------------------------------------------------------------ gateway */
+
+#define GW_LINES	4096
+#define GW_FLOWS	10000
+#define GW_T0		(1764295504ull * 1000000000ull)
+
+struct gstate {
+	struct correlate *c;
+	FILE *out;
+	uint64_t emitted, bytes, fail;
+	char buf[8192];
+};
+
+static void gw_emit(void *ctx, const struct corr_record *rec)
+{
+	struct gstate *g = ctx;
+	int n = correlate__render(g->c, rec, g->buf, sizeof(g->buf) - 1);
+
+	if (n < 0) {
+		g->fail++;
+		return;
+	}
+	g->buf[n++] = '\n';
+	g->emitted++;
+	g->bytes += (uint64_t)n;
+	if (g->out && fwrite(g->buf, 1, (size_t)n, g->out) != (size_t)n)
+		g->fail++;
+}
+
+static void gw_src(unsigned int i, char *ip, size_t len, uint16_t *port)
+{
+	snprintf(ip, len, "10.244.%u.%u", 1 + i / 250, 1 + i % 250);
+	*port = (uint16_t)(33000 + i % 28000);
+}
+
+static size_t gw_line(char *p, size_t len, unsigned int i)
+{
+	static const char *const tools[] = { "search", "fetch", "echo", "delete_all" };
+	unsigned int f = (i * 7919u) % GW_FLOWS;
+	const char *tool = tools[i % 16 == 13 ? 3 : i % 3];
+	uint64_t end = GW_T0 + 1000000000ull + (uint64_t)i * 1000000ull;
+	char ip[32], ts[64];
+	uint16_t port;
+	time_t sec = (time_t)(end / 1000000000ull);
+	struct tm tm;
+
+	gw_src(f, ip, sizeof(ip), &port);
+	gmtime_r(&sec, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	switch (i % 8) {
+	case 6:
+		return (size_t)snprintf(p, len,
+			"{\"level\":\"info\",\"time\":\"%s.%06lluZ\",\"scope\":\"request\","
+			"\"gateway\":\"default/agentgateway-proxy\",\"listener\":\"http\","
+			"\"route\":\"default/mcp\",\"endpoint\":\"10.244.2.9:8080\","
+			"\"src.addr\":\"%s:%u\",\"http.method\":\"POST\",\"http.host\":\"gw\","
+			"\"http.path\":\"/mcp\",\"http.version\":\"HTTP/1.1\",\"http.status\":200,"
+			"\"protocol\":\"mcp\",\"mcp.method.name\":\"tools/call\","
+			"\"gen_ai.tool.name\":\"%s\",\"mcp.session.id\":\"s-%u\",\"duration\":\"3ms\"}\n",
+			ts, (unsigned long long)(end % 1000000000ull / 1000), ip, port, tool, i);
+	case 7:
+		return (size_t)snprintf(p, len,
+			"{\"start_time\":\"%s.%03lluZ\",\"method\":\"POST\",\"path\":\"/mcp\","
+			"\"protocol\":\"HTTP/1.1\",\"response_code\":\"200\","
+			"\"response_flags\":\"-\",\"response_code_details\":\"via_upstream\","
+			"\"bytes_received\":\"312\",\"bytes_sent\":\"1024\",\"duration\":\"3\","
+			"\"upstream_host\":\"10.244.2.9:8080\",\"x_forwarded_for\":\"-\","
+			"\"downstream_remote_address\":\"%s:%u\",\"x-request-id\":\"r-%u\"}\n",
+			ts, (unsigned long long)((end - 3000000ull) % 1000000000ull / 1000000), ip, port,
+			i);
+	default:
+		return (size_t)snprintf(p, len,
+			"%s.%06lluZ\tinfo\trequest gateway=default/agentgateway-proxy listener=http "
+			"route=default/mcp endpoint=10.244.2.9:8080 src.addr=%s:%u http.method=POST "
+			"http.host=gw http.path=/mcp http.version=HTTP/1.1 http.status=200 "
+			"protocol=mcp mcp.method.name=tools/call gen_ai.tool.name=%s "
+			"mcp.session.id=s-%u duration=3ms\n",
+			ts, (unsigned long long)(end % 1000000000ull / 1000), ip, port, tool, i);
+	}
+}
+
+enum { GW_SPLIT, GW_PARSE, GW_JOIN, GW_NPHASE };
+
+static int cmd_gateway(int argc, char **argv)
+{
+	static const char *const names[] = { "split", "parse", "parse_join_render" };
+	static const char *const TOOLS[] = { "search", "fetch", "echo" };
+	double secs = atof(opt(argc, argv, "--seconds", "2"));
+	int rounds = atoi(opt(argc, argv, "--rounds", "3"));
+	const char *out = opt(argc, argv, "--out", "/dev/null");
+	struct gstate *g = calloc(1, sizeof(*g));
+	size_t cap = (size_t)GW_LINES * 640, len = 0;
+	char *lines = malloc(cap);
+	struct corr_opts co;
+	struct gw_record *r = malloc(sizeof(*r));
+	unsigned int i;
+
+	if (!g || !lines || !r)
+		return 1;
+	for (i = 0; i < GW_LINES; i++)
+		len += gw_line(lines + len, cap - len, i);
+	correlate__opts_default(&co);
+	co.node = "bench-node";
+	co.max_flows = 2 * GW_FLOWS;
+	g->c = correlate__new(&co, gw_emit, g);
+	if (!g->c)
+		return 1;
+	for (i = 0; i < GW_FLOWS; i++) {
+		struct corr_flow_meta m = {
+			.time_ns = GW_T0, .cgroup = "/kubepods.slice/kubepods-pod1.slice/cri-x.scope",
+			.pod_namespace = "agents", .pod_name = "research-agent-7d9f",
+			.service_account = "research-agent", .policy = "agents/research-agent",
+			.rule = "gateway", .class = SL_CLASS_GATEWAY, .has_gateway = true,
+			.tools_listed = true, .tools = TOOLS, .ntools = 3,
+		};
+		struct sl_event ev = { .type = SL_EV_ESTABLISHED, .family = AF_INET, .protocol = 6,
+				       .class = SL_CLASS_GATEWAY, .cookie = 1000 + i,
+				       .cgroup_id = 4242, .ident_cgid = 4242, .pid = 777, .uid = 1000,
+				       .dport = 3000 };
+		char ip[32];
+
+		gw_src(i, ip, sizeof(ip), &ev.sport);
+		ev.saddr[10] = ev.saddr[11] = ev.daddr[10] = ev.daddr[11] = 0xff;
+		inet_pton(AF_INET, ip, ev.saddr + 12);
+		inet_pton(AF_INET, "10.96.0.10", ev.daddr + 12);
+		memcpy(ev.comm, "python3", 7);
+		if (correlate__flow(g->c, &ev, &m))
+			return 1;
+	}
+	g->out = strcmp(out, "-") ? fopen(out, "we") : NULL;
+
+	for (int round = 0; round <= rounds; round++) {
+		for (int ph = 0; ph < GW_NPHASE; ph++) {
+			uint64_t n = 0, fail = 0, sum = 0, t0 = now_ns(), t1, deadline;
+			uint64_t emitted0 = g->emitted, bytes0 = g->bytes;
+			struct corr_stats st0, st1;
+
+			correlate__stats(g->c, &st0);
+			deadline = t0 + (uint64_t)(secs * 1e9);
+			do {
+				const char *p = lines, *end = lines + len;
+
+				while (p < end) {
+					const char *nl = memchr(p, '\n', (size_t)(end - p));
+					const char *why;
+
+					if (ph == GW_SPLIT) {
+						sum += (size_t)(nl - p) + (unsigned char)p[0];
+					} else if (gateway__parse_line(GW_AUTO, NULL, p, (size_t)(nl - p),
+								       r, &why)) {
+						fail++;
+					} else if (ph == GW_JOIN) {
+						correlate__gateway(g->c, r, NULL);
+					}
+					n++;
+					p = nl + 1;
+				}
+				t1 = now_ns();
+			} while (t1 < deadline);
+			correlate__stats(g->c, &st1);
+			if (!round)
+				continue;	/* warm-up */
+			printf("{\"phase\":\"%s\",\"round\":%d,\"lines\":%llu,\"elapsed_ns\":%llu,"
+			       "\"lines_per_s\":%.0f,\"ns_per_line\":%.1f,\"parse_failures\":%llu,"
+			       "\"joined\":%llu,\"records\":%llu,\"bytes_per_record\":%.1f,"
+			       "\"render_failures\":%llu,\"sum\":%llu}\n",
+			       names[ph], round, (unsigned long long)n, (unsigned long long)(t1 - t0),
+			       n * 1e9 / (double)(t1 - t0), (double)(t1 - t0) / (double)n,
+			       (unsigned long long)fail,
+			       (unsigned long long)(st1.joined - st0.joined),
+			       (unsigned long long)(g->emitted - emitted0),
+			       g->emitted > emitted0 ? (double)(g->bytes - bytes0) /
+						       (double)(g->emitted - emitted0) : 0.0,
+			       (unsigned long long)g->fail, (unsigned long long)(sum & 1));
+		}
+	}
+	if (g->out)
+		fclose(g->out);
+	correlate__free(g->c);
+	free(lines);
+	free(r);
+	free(g);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -414,6 +612,8 @@ int main(int argc, char **argv)
 		return cmd_apply(argc - 2, argv + 2);
 	if (argc >= 2 && !strcmp(argv[1], "start"))
 		return cmd_start(argc - 2, argv + 2);
-	fprintf(stderr, "usage: pipebench render|apply|start ... (see the source)\n");
+	if (argc >= 2 && !strcmp(argv[1], "gateway"))
+		return cmd_gateway(argc - 2, argv + 2);
+	fprintf(stderr, "usage: pipebench render|apply|start|gateway ... (see the source)\n");
 	return 2;
 }

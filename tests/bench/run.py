@@ -905,6 +905,31 @@ class Bench:
             "records_per_s": summary([x["records_per_s"] for x in xs]),
             "ns_per_record": summary([x["ns_per_record"] for x in xs]),
             "bytes_per_record": xs[-1]["bytes_per_record"], "runs": xs}
+        # gateway decision-log lines: split (baseline), parsed, parsed and
+        # joined and rendered; the phases interleave within one process
+        p = run(["taskset", "-c", str(self.server_cpu), PIPEBENCH, "gateway",
+                 "--seconds", str(c["render_s"] / 2), "--rounds", str(c["render_reps"])],
+                timeout=300)
+        rows = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+        g = {}
+        for ph in ("split", "parse", "parse_join_render"):
+            rs = [r for r in rows if r["phase"] == ph]
+            if not rs:
+                raise HarnessError("pipebench gateway: no %s rows" % ph)
+            g[ph] = {"lines_per_s": summary([r["lines_per_s"] for r in rs]),
+                     "ns_per_line": summary([r["ns_per_line"] for r in rs])}
+            if any(r["parse_failures"] or r["render_failures"] for r in rs):
+                raise HarnessError("pipebench gateway: failures in %s: %r" % (ph, rs))
+        j = [r for r in rows if r["phase"] == "parse_join_render"]
+        if any(r["joined"] != r["lines"] for r in j):
+            raise HarnessError("pipebench gateway: lines not joined: %r" % j)
+        base = med(g["split"]["ns_per_line"])
+        for ph in ("parse", "parse_join_render"):
+            g[ph]["x_split"] = med(g[ph]["ns_per_line"]) / base
+        g["records_per_line"] = j[-1]["records"] / j[-1]["lines"]
+        g["bytes_per_record"] = j[-1]["bytes_per_record"]
+        g["runs"] = rows
+        self.results["parts"]["gateway"] = g
 
     # -------------------------------------------------------- part 4a, 5b, 6
 
@@ -1128,6 +1153,10 @@ class Bench:
         if "pipeline" in P:
             r = med(P["pipeline"]["records_per_s"])
             self.target("records decoded+rendered per s per core", r, 500000, "/s", r >= 500000)
+        if "gateway" in P:
+            r = med(P["gateway"]["parse_join_render"]["lines_per_s"])
+            self.target("gateway lines parsed+joined per s per core", r, 300000, "/s",
+                        r >= 300000)
         D = P.get("daemon")
         if D:
             key = str(c["mem_rules"]) if str(c["mem_rules"]) in D["file_to_enforced_ms"] else None
@@ -1202,6 +1231,17 @@ class Bench:
             out.append("3. userspace pipeline: %.0f records/s on one core [%.0f-%.0f], %.0f ns/record, %.0f B/line"
                        % (med(p["records_per_s"]), p["records_per_s"]["min"],
                           p["records_per_s"]["max"], med(p["ns_per_record"]), p["bytes_per_record"]))
+        if "gateway" in P:
+            g = P["gateway"]
+            out.append("   gateway log lines on one core (4096 lines: 3/4 agentgateway text, 1/8 JSON,")
+            out.append("   1/8 Envoy JSON; 10000 open flows; x split: ns/line over the split-only baseline):")
+            for ph in ("split", "parse", "parse_join_render"):
+                x = g[ph]
+                out.append("     %-18s %10.0f lines/s [%.0f-%.0f] %8.1f ns/line %s" % (
+                    ph, med(x["lines_per_s"]), x["lines_per_s"]["min"], x["lines_per_s"]["max"],
+                    med(x["ns_per_line"]), "%7.1f x split" % x["x_split"] if "x_split" in x else ""))
+            out.append("     %.2f records per line (joined + drift findings), %.0f B/record"
+                       % (g["records_per_line"], g["bytes_per_record"]))
         A = P.get("apply")
         if A:
             out.append("")
