@@ -70,6 +70,8 @@ static __always_inline int sl_sock_addr(struct bpf_sock_addr *ctx, const __u8 *d
 	struct sl_sk_tag *tag = NULL;
 	struct sl_decision d = {};
 	struct sl_event *ev;
+	bool tagged = false;
+	void *rb;
 	__u32 ring, set_id = 0;
 	__u8 proto = ctx->protocol;
 	__u64 ident;
@@ -103,12 +105,16 @@ static __always_inline int sl_sock_addr(struct bpf_sock_addr *ctx, const __u8 *d
 		tag->set_id = set_id;
 		tag->rule_id = d.rule_id;
 		tag->class = d.class;
+		tagged = true;
 	}
 	sl_count(ring, sl_verdict_counter(d.verdict));
 
-	ev = sl_event_reserve(ring);
+	ev = sl_event_reserve(ring, &rb);
 	if (ev) {
-		sl_event_task(ev);
+		if (tagged)
+			sl_event_task_of_tag(ev, tag);
+		else
+			sl_event_task(ev);
 		ev->type = type;
 		ev->verdict = d.verdict;
 		ev->rule_id = d.rule_id;
@@ -121,7 +127,7 @@ static __always_inline int sl_sock_addr(struct bpf_sock_addr *ctx, const __u8 *d
 		ev->protocol = proto;
 		ev->dport = dport;
 		__builtin_memcpy(ev->daddr, daddr, SL_ADDR_LEN);
-		sl_event_submit(ev, ring);
+		sl_event_submit(ev, rb);
 	}
 	return d.verdict == SL_VERDICT_DENY ? 0 : 1;
 }
@@ -196,20 +202,20 @@ int sl_sock_create(struct bpf_sock *sk)
 	struct sl_event *ev;
 	__u8 verdict;
 	__u64 ident;
+	void *rb;
 
 	ident = sl_ident_of_current(&id);
 	if (!id)
 		return 1;
 
+	/* The task is written at connect, or at listen for the listener
+	 * whose accepted sockets (clones of this tag) never connect: the
+	 * helpers are not paid for every socket twice. */
 	tag = bpf_sk_storage_get(&sl_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (tag) {
+	if (tag)
 		tag->ident_cgid = ident;
-		/* A listener's creator is what its accepted sockets (clones
-		 * of this tag) report: they never connect. */
-		sl_tag_task(tag);
-	} else {
+	else
 		sl_count(id->ring, SL_CNT_TAG_FAIL);
-	}
 
 	if (!sl_sock_unhooked(sk))
 		return 1;
@@ -218,7 +224,7 @@ int sl_sock_create(struct bpf_sock *sk)
 	if (verdict == SL_VERDICT_DENY)
 		sl_count(id->ring, SL_CNT_SOCK_DENY);
 	sl_count(id->ring, sl_verdict_counter(verdict));
-	ev = sl_event_reserve(id->ring);
+	ev = sl_event_reserve(id->ring, &rb);
 	if (ev) {
 		sl_event_task(ev);
 		ev->type = SL_EV_SOCK_CREATE;
@@ -231,7 +237,7 @@ int sl_sock_create(struct bpf_sock *sk)
 		ev->family = sk->family;
 		ev->protocol = sk->protocol;
 		ev->sock_type = sk->type;
-		sl_event_submit(ev, id->ring);
+		sl_event_submit(ev, rb);
 	}
 	return verdict == SL_VERDICT_DENY ? 0 : 1;
 }
@@ -266,7 +272,8 @@ static __always_inline void sl_ops_addrs(struct bpf_sock_ops *ctx, struct sl_eve
 static __always_inline void sl_ops_event(struct bpf_sock_ops *ctx, struct sl_sk_tag *tag,
 					 struct sl_identity *id, __u8 type)
 {
-	struct sl_event *ev = sl_event_reserve(id->ring);
+	void *rb;
+	struct sl_event *ev = sl_event_reserve(id->ring, &rb);
 
 	if (!ev)
 		return;
@@ -299,7 +306,7 @@ static __always_inline void sl_ops_event(struct bpf_sock_ops *ctx, struct sl_sk_
 		ev->bytes_received = rcvd;
 		ev->duration_ns = ev->ts_ns - tag->est_ns;
 	}
-	sl_event_submit(ev, id->ring);
+	sl_event_submit(ev, rb);
 }
 
 static __always_inline void sl_ops_established(struct bpf_sock_ops *ctx, bool passive)
@@ -330,6 +337,19 @@ static __always_inline void sl_ops_established(struct bpf_sock_ops *ctx, bool pa
 	sl_ops_event(ctx, tag, id, SL_EV_ESTABLISHED);
 }
 
+/* listen() runs in the listener's task: its accepted sockets report it. */
+static __always_inline void sl_ops_listen(struct bpf_sock_ops *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct sl_sk_tag *tag;
+
+	if (!sk)
+		return;
+	tag = bpf_sk_storage_get(&sl_sk, sk, 0, 0);
+	if (tag && tag->ident_cgid)
+		sl_tag_task(tag);
+}
+
 static __always_inline void sl_ops_state(struct bpf_sock_ops *ctx)
 {
 	__u32 old = ctx->args[0], new = ctx->args[1];
@@ -338,7 +358,9 @@ static __always_inline void sl_ops_state(struct bpf_sock_ops *ctx)
 
 	struct bpf_sock *sk = ctx->sk;
 
-	if (!sk)
+	/* Most transitions of a connection change nothing we keep. */
+	if (!sk || (new != BPF_TCP_CLOSE_WAIT && new != BPF_TCP_CLOSING &&
+		    new != BPF_TCP_FIN_WAIT2 && new != BPF_TCP_CLOSE))
 		return;
 	tag = bpf_sk_storage_get(&sl_sk, sk, 0, 0);
 	if (!tag || !(tag->state & SL_SKS_TRACKED))
@@ -380,6 +402,9 @@ int sl_sockops(struct bpf_sock_ops *ctx)
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		sl_ops_state(ctx);
+		break;
+	case BPF_SOCK_OPS_TCP_LISTEN_CB:
+		sl_ops_listen(ctx);
 		break;
 	}
 	return 1;

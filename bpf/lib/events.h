@@ -30,7 +30,7 @@ static __always_inline __u32 sl_verdict_counter(__u8 verdict)
 }
 
 /* Reserve a zeroed record in RING's ring buffer, or count the loss. */
-static __always_inline struct sl_event *sl_event_reserve(__u32 ring)
+static __always_inline struct sl_event *sl_event_reserve(__u32 ring, void **rbp)
 {
 	struct sl_event *ev;
 	void *rb;
@@ -47,10 +47,10 @@ static __always_inline struct sl_event *sl_event_reserve(__u32 ring)
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->ts_ns = bpf_ktime_get_ns();
+	*rbp = rb;
 	return ev;
 }
 
-/* The current task into a record or a socket tag (same field names). */
 #define sl_current_task(p)						\
 	do {								\
 		__u64 __pid_tgid = bpf_get_current_pid_tgid();		\
@@ -68,12 +68,12 @@ static __always_inline struct sl_event *sl_event_reserve(__u32 ring)
  * was a third of the connect cost. Readers poll every SL_READER_POLL_MS
  * anyway, so a record waits at most that long.
  */
-static __always_inline void sl_event_submit(struct sl_event *ev, __u32 ring)
+/* RB: the ring sl_event_reserve() took EV from. */
+static __always_inline void sl_event_submit(struct sl_event *ev, void *rb)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
-	void *rb = bpf_map_lookup_elem(&sl_rings, &ring);
 
-	if (rb && bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) > SL_RING_SIZE / 8)
+	if (bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) > SL_RING_SIZE / 8)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(ev, flags);
 }
@@ -81,6 +81,16 @@ static __always_inline void sl_event_submit(struct sl_event *ev, __u32 ring)
 static __always_inline void sl_event_task(struct sl_event *ev)
 {
 	sl_current_task(ev);
+}
+
+/* The task the tag has just been given: the helpers are not called twice. */
+static __always_inline void sl_event_task_of_tag(struct sl_event *ev, const struct sl_sk_tag *tag)
+{
+	ev->pid = tag->pid;
+	ev->tid = tag->tid;
+	ev->uid = tag->uid;
+	ev->cgroup_id = tag->cgroup_id;
+	__builtin_memcpy(ev->comm, tag->comm, sizeof(ev->comm));
 }
 
 static __always_inline void sl_v4_mapped(__u8 *dst, __u32 ip4_be)

@@ -52,6 +52,7 @@ SLUICE = os.path.join(BUILD, "sluice")
 SLUICED = os.path.join(BUILD, "sluiced")
 CONNBENCH = os.path.join(BUILD, "bench", "connbench")
 PIPEBENCH = os.path.join(BUILD, "bench", "pipebench")
+FLOOR_OBJ = os.path.join(BUILD, "bench", "floor.bpf.o")
 TAG_RE = re.compile(r"^sluice_bench_(\d+)")
 
 FULL = dict(
@@ -352,6 +353,7 @@ class Bench:
         self.pin_a = self.pin + "_a"                     # pipebench apply
         self.pin_s = self.pin + "_s"                     # pipebench start
         self.pins = [self.pin, self.pin_d, self.pin_a, self.pin_s]
+        self.pin_floor = self.pin + "_floor"             # tests/bench/floor.bpf.c
         self.nft_table = self.tag
         self.tmp = tempfile.mkdtemp(prefix="sluice-bench.%d." % self.pid)
         self.procs = []
@@ -421,6 +423,9 @@ class Bench:
                 m = TAG_RE.match(name)
                 if m and not pid_alive(int(m.group(1))):
                     log("removing stale pins %s" % name)
+                    if not os.path.isdir("/sys/fs/bpf/" + name):
+                        os.unlink("/sys/fs/bpf/" + name)    # the floor program
+                        continue
                     run([SLUICE, "detach", "--pin-path", "/sys/fs/bpf/" + name], check=False)
                     self.remove_locks("/sys/fs/bpf/" + name)
         if os.path.isdir("/run/sluice"):
@@ -452,12 +457,12 @@ class Bench:
     def setup(self):
         if os.geteuid() != 0:
             raise HarnessError("the benchmarks need root (BPF, cgroups, nftables)")
-        for b in (SLUICE, SLUICED, CONNBENCH, PIPEBENCH):
-            if not os.access(b, os.X_OK):
+        for b in (SLUICE, SLUICED, CONNBENCH, PIPEBENCH, FLOOR_OBJ):
+            if not os.access(b, os.R_OK if b.endswith(".o") else os.X_OK):
                 raise HarnessError("%s is missing: run `make bench`" % b)
         self.remove_stale()
         os.makedirs(self.top)
-        for c in ("server", "plain", "hooked", "hooked/ungov", "dh", "dh/agents",
+        for c in ("server", "plain", "hooked", "hooked/ungov", "floor", "dh", "dh/agents",
                   "ap", "ap/id", "st"):
             os.makedirs(self.cg(c), exist_ok=True)
         self.stats_orig = open("/proc/sys/kernel/bpf_stats_enabled").read().strip()
@@ -488,7 +493,9 @@ class Bench:
         for pin in self.pins:
             run([SLUICE, "detach", "--pin-path", pin], check=False)
             self.remove_locks(pin)
-        remove_cgroup_tree(self.top)
+        remove_cgroup_tree(self.top)      # detaches the floor program
+        if os.path.exists(self.pin_floor):
+            os.unlink(self.pin_floor)
         if self.stats_orig is not None:
             try:
                 with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
@@ -496,7 +503,7 @@ class Bench:
             except OSError:
                 pass
         shutil.rmtree(self.tmp, ignore_errors=True)
-        left = [p for p in self.pins + [self.top] if os.path.exists(p)]
+        left = [p for p in self.pins + [self.top, self.pin_floor] if os.path.exists(p)]
         if self.has_nft and run(["nft", "list", "table", "inet", self.nft_table],
                                 check=False).returncode == 0:
             left.append("nft table inet " + self.nft_table)
@@ -577,6 +584,11 @@ class Bench:
         agents["plain"] = Proc(self, [CONNBENCH, "agent"], "agent-plain", cgroup=self.cg("plain"))
         agents["ungov"] = Proc(self, [CONNBENCH, "agent"], "agent-ungov",
                                cgroup=self.cg("hooked", "ungov"))
+        # the floor: only the per-socket tag (tests/bench/floor.bpf.c)
+        run(["bpftool", "prog", "load", FLOOR_OBJ, self.pin_floor, "type", "cgroup/sock_create"])
+        run(["bpftool", "cgroup", "attach", self.cg("floor"), "sock_create", "pinned",
+             self.pin_floor])
+        agents["floor"] = Proc(self, [CONNBENCH, "agent"], "agent-floor", cgroup=self.cg("floor"))
         sizes = sorted(set(c["sizes"]) | {c["mid"]} | set(c["udp_sizes"]))
         for n in sizes:
             f = self.tmp_path("p%d.yaml" % n)
@@ -594,13 +606,16 @@ class Bench:
             if a.name.startswith("agent-"):
                 a.expect_ready(10)
         ids = self.bpf_prog_ids(self.pin)
+        p = run(["bpftool", "prog", "show", "pinned", self.pin_floor, "-j"])
+        ids_floor = {"sock_create": json.loads(p.stdout)["id"]}
         if self.has_nft:
             self.nft_setup(c)
 
         # (name, proto, agent, dst, port, nft hook, size)
         V = [("tcp/none/allow", "tcp", "plain", "127.0.0.1", T, None, 0),
              ("tcp/none/refused", "tcp", "plain", "127.0.0.1", self.closed, None, 0),
-             ("tcp/hooked-ungoverned/allow", "tcp", "ungov", "127.0.0.1", T, None, 0)]
+             ("tcp/hooked-ungoverned/allow", "tcp", "ungov", "127.0.0.1", T, None, 0),
+             ("tcp/floor-tag/allow", "tcp", "floor", "127.0.0.1", T, None, 0)]
         for n in c["sizes"]:
             V.append(("tcp/sluice-%d/allow" % n, "tcp", "sluice-%d" % n, "127.0.0.1", T, None, n))
             V.append(("tcp/sluice-%d/deny" % n, "tcp", "sluice-%d" % n, "127.0.0.2", T, None, n))
@@ -626,7 +641,8 @@ class Bench:
             if m in c["nft_lin_sizes"]:
                 V.append(("udp/nftlin-%d/allow" % m, "udp", "plain", "127.0.0.1", U, "nftlin", m))
         # bpf_stats passes: sluice variants again with kernel.bpf_stats_enabled=1
-        S = [v for v in V if "/sluice-" in v[0] or "/hooked-ungoverned/" in v[0]]
+        S = [v for v in V if "/sluice-" in v[0] or "/hooked-ungoverned/" in v[0] or
+             "/floor-" in v[0]]
         # ring of each sluice run, for its loss counters
         st = self.status(self.pin)
         ring_of = {}
@@ -672,10 +688,11 @@ class Bench:
             self.set_stats(True)
             try:
                 for name, proto, ag, dst, port, hook, n in S:
-                    before = self.bpf_stats(ids)
+                    pids = ids_floor if ag == "floor" else ids
+                    before = self.bpf_stats(pids)
                     agents[ag].send(load_cmd(proto, dst, port, c["stats_s"], cpu=self.client_cpu))
                     j = agents[ag].result(c["stats_s"] * 20 + 60)
-                    after = self.bpf_stats(ids)
+                    after = self.bpf_stats(pids)
                     bpf[name].append(self.bpf_delta(before, after, j["ops"]))
                 # diagnostic: allowed connects with the ring reader
                 # stopped, so that no record wakes it up (the ring holds
@@ -747,6 +764,9 @@ class Bench:
     def bpf_summary(ds):
         out = {}
         for prog in ("sock_create", "connect4", "sendmsg4", "sockops"):
+            if prog not in ds[0]:
+                out[prog + "_ns_per_run"] = out[prog + "_runs_per_op"] = None
+                continue
             out[prog + "_ns_per_run"] = summary([d[prog]["ns_per_run"] for d in ds])
             out[prog + "_runs_per_op"] = summary([d[prog]["runs"] / d["ops"] for d in ds if d["ops"]])
         out["bpf_ns_per_op"] = summary([d["bpf_ns_per_op"] for d in ds])
@@ -1127,8 +1147,11 @@ class Bench:
         V = P.get("connect", {}).get("variants", {})
         if V:
             v = V.get("tcp/sluice-%d/allow" % m)
+            fl = V.get("tcp/floor-tag/allow")
             self.target("connect+close, sluice %d rules / no hook" % m, v["ratio"], 1.03, "x",
-                        v["ratio"] <= 1.03, "CPU time %.3f x" % v["cpu_ratio"])
+                        v["ratio"] <= 1.03, "CPU time %.3f x%s" % (
+                            v["cpu_ratio"], "; the per-socket tag alone (floor): %.3f x"
+                            % fl["ratio"] if fl else ""))
             nf = V.get("tcp/nftset-%d/allow" % m)
             if nf:
                 self.target("connect+close, sluice %d rules / nftables set %d" % (m, m),
@@ -1192,6 +1215,8 @@ class Bench:
                 s = v["ns_per_op"]
                 bp = v.get("bpf")
                 main = "connect4" if name.startswith("tcp/") else "sendmsg4"
+                if "/floor-" in name:
+                    main = "sock_create"
                 out.append("%-30s %9.0f %9.0f-%-9.0f %9.0f %9.0f %7.3f %7.3f %7s %9s %9s %s" % (
                     name, s["median"], s["min"], s["max"], med(v["ops_per_s"]),
                     med(v["cpu_ns_per_op"]), v["ratio"], v["cpu_ratio"],

@@ -771,7 +771,7 @@ def build_variant(c):
                 b.write(a.read())
     src = os.path.join(tree, "bpf", "sluice.bpf.c")
     text = open(src).read()
-    marker = "\tcase BPF_SOCK_OPS_STATE_CB:\n\t\tsl_ops_state(ctx);\n\t\tbreak;\n\t}\n\treturn 1;"
+    marker = "\tcase BPF_SOCK_OPS_TCP_LISTEN_CB:\n\t\tsl_ops_listen(ctx);\n\t\tbreak;\n\t}\n\treturn 1;"
     if marker not in text:
         raise AssertionError("sockops epilogue not found to patch")
     open(src, "w").write(text.replace(marker, marker.replace(
