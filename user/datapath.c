@@ -575,6 +575,33 @@ static uint64_t datapath__now_mono(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 }
 
+/* N elements in one BPF_MAP_UPDATE_BATCH per chunk: a syscall per element
+ * was most of writing a large set. Falls back to single updates where the
+ * map type has no batch support. 0, or -1 with errno. */
+static int datapath__update_many(int fd, const void *keys, size_t ksz, const void *vals,
+				 size_t vsz, size_t n)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
+	size_t done = 0;
+
+	while (done < n) {
+		__u32 cnt = n - done > 4096 ? 4096 : (__u32)(n - done);
+
+		if (!bpf_map_update_batch(fd, (const char *)keys + done * ksz,
+					  (const char *)vals + done * vsz, &cnt, &opts)) {
+			done += cnt;
+			continue;
+		}
+		if (errno != EINVAL && errno != 524 /* ENOTSUPP */ && errno != EOPNOTSUPP)
+			return -1;
+		for (; done < n; done++)
+			if (bpf_map_update_elem(fd, (const char *)keys + done * ksz,
+						(const char *)vals + done * vsz, BPF_ANY))
+				return -1;
+	}
+	return 0;
+}
+
 int datapath__set_add(struct datapath *dp, const struct compiled *c, const char *policies,
 		      uint32_t *set_id)
 {
@@ -603,10 +630,25 @@ int datapath__set_add(struct datapath *dp, const struct compiled *c, const char 
 	if (tries == 64)
 		return -EEXIST;
 
-	for (i = 0; i < c->nrules; i++) {
-		struct sl_rmeta_key k = { .set_id = id, .rule_id = c->rules[i].rule_id };
+	if (c->nrules) {
+		struct sl_rmeta_key *ks = calloc(c->nrules, sizeof(*ks));
+		struct sl_rule_meta *vs = calloc(c->nrules, sizeof(*vs));
 
-		if (bpf_map_update_elem(dp->map_fd[DP_RMETA], &k, &c->rules[i].meta, BPF_ANY))
+		if (!ks || !vs) {
+			free(ks);
+			free(vs);
+			errno = ENOMEM;
+			goto fail;
+		}
+		for (i = 0; i < c->nrules; i++) {
+			ks[i] = (struct sl_rmeta_key){ .set_id = id, .rule_id = c->rules[i].rule_id };
+			vs[i] = c->rules[i].meta;
+		}
+		err = datapath__update_many(dp->map_fd[DP_RMETA], ks, sizeof(*ks), vs, sizeof(*vs),
+					    c->nrules);
+		free(ks);
+		free(vs);
+		if (err)
 			goto fail;
 	}
 	for (i = 0; i < c->nfqdns; i++) {
@@ -618,11 +660,26 @@ int datapath__set_add(struct datapath *dp, const struct compiled *c, const char 
 		if (bpf_map_update_elem(dp->map_fd[DP_FQDN], &k, &v, BPF_ANY))
 			goto fail;
 	}
-	for (i = 0; i < c->nentries; i++) {
-		struct sl_lpm_key k = c->entries[i].key;
+	if (c->nentries) {
+		struct sl_lpm_key *ks = calloc(c->nentries, sizeof(*ks));
+		struct sl_lpm_val *vs = calloc(c->nentries, sizeof(*vs));
 
-		k.set_id = htonl(id);
-		if (bpf_map_update_elem(dp->map_fd[DP_RULES], &k, &c->entries[i].val, BPF_ANY))
+		if (!ks || !vs) {
+			free(ks);
+			free(vs);
+			errno = ENOMEM;
+			goto fail;
+		}
+		for (i = 0; i < c->nentries; i++) {
+			ks[i] = c->entries[i].key;
+			ks[i].set_id = htonl(id);
+			vs[i] = c->entries[i].val;
+		}
+		err = datapath__update_many(dp->map_fd[DP_RULES], ks, sizeof(*ks), vs, sizeof(*vs),
+					    c->nentries);
+		free(ks);
+		free(vs);
+		if (err)
 			goto fail;
 	}
 	*set_id = id;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,18 +21,52 @@
 
 #define NAMES_BUCKETS 1024
 
+/* Every rule of every set has one: kept small (10k rules, 0.6 MiB). */
 struct name_ent {
 	struct name_ent *next;
 	uint64_t key;		/* set << 32 | rule, or cgroup id */
 	int kind;		/* 0 rule, 1 set, 2 cgroup */
-	struct sl_rule_meta meta;
-	char text[256];		/* set: policies; cgroup: path */
+	uint8_t class;		/* rule */
+	uint8_t action;
+	const char *policy;	/* rule: interned, the rules of a policy share it */
+	char text[];		/* rule: name; set: policies; cgroup: path; sized to fit */
+};
+
+#define NAME_TEXT_MAX	256	/* longer texts are cut */
+#define POL_BUCKETS	64
+
+struct pol_str {
+	struct pol_str *next;
+	char s[];
 };
 
 struct events_names {
 	struct name_ent *b[NAMES_BUCKETS];
 	size_t n;
+	struct pol_str *pols[POL_BUCKETS];
+	struct sl_rule_meta scratch;	/* what events__rule() returns */
+	const struct name_ent *scratch_of;	/* the entry it holds, or NULL */
 };
+
+static const char *names__intern(struct events_names *n, const char *s)
+{
+	uint32_t h = 2166136261u;
+	struct pol_str *p;
+	size_t len = strnlen(s, SL_NAME_LEN - 1);
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)s[i]) * 16777619u;
+	for (p = n->pols[h % POL_BUCKETS]; p; p = p->next)
+		if (!strncmp(p->s, s, len) && !p->s[len])
+			return p->s;
+	p = calloc(1, sizeof(*p) + len + 1);
+	if (!p)
+		return NULL;
+	memcpy(p->s, s, len);
+	p->next = n->pols[h % POL_BUCKETS];
+	n->pols[h % POL_BUCKETS] = p;
+	return p->s;
+}
 
 static unsigned int names__hash(uint64_t key, int kind)
 {
@@ -61,27 +96,115 @@ static void names__clear(struct events_names *n)
 		}
 	}
 	n->n = 0;
+	n->scratch_of = NULL;
+	for (size_t i = 0; i < POL_BUCKETS; i++) {
+		while (n->pols[i]) {
+			struct pol_str *p = n->pols[i];
+
+			n->pols[i] = p->next;
+			free(p);
+		}
+	}
 }
 
-static struct name_ent *names__add(struct events_names *n, uint64_t key, int kind)
+static void names__link(struct events_names *n, struct name_ent *e)
 {
-	struct name_ent *e = names__find(n, key, kind);
-	unsigned int h;
+	unsigned int h = names__hash(e->key, e->kind);
 
-	if (e)
-		return e;
-	/* Bounded: a long-running reader sees many cgroups come and go. */
-	if (n->n >= 65536)
-		names__clear(n);
-	e = calloc(1, sizeof(*e));
-	if (!e)
-		return NULL;
-	h = names__hash(key, kind);
-	e->key = key;
-	e->kind = kind;
 	e->next = n->b[h];
 	n->b[h] = e;
 	n->n++;
+}
+
+/* Bounded: a long-running reader sees many cgroups come and go. */
+static void names__room(struct events_names *n)
+{
+	if (n->n >= 65536)
+		names__clear(n);
+}
+
+static void names__unlink(struct events_names *n, struct name_ent *e);
+
+static struct name_ent *names__add_rule(struct events_names *n, uint64_t key,
+				       const struct sl_rule_meta *meta)
+{
+	size_t len = strnlen(meta->rule, sizeof(meta->rule) - 1);
+	struct name_ent *e = names__find(n, key, 0);
+	const char *pol;
+
+	if (e && e->policy && !strncmp(e->policy, meta->policy, sizeof(meta->policy)) &&
+	    !strncmp(e->text, meta->rule, len) && !e->text[len]) {
+		e->class = meta->class;
+		e->action = meta->action;
+		if (n->scratch_of == e)
+			n->scratch_of = NULL;
+		return e;
+	}
+	if (e)
+		names__unlink(n, e);
+	names__room(n);
+	pol = names__intern(n, meta->policy);
+	e = pol ? calloc(1, sizeof(*e) + len + 1) : NULL;
+	if (!e)
+		return NULL;
+	e->key = key;
+	e->kind = 0;
+	e->class = meta->class;
+	e->action = meta->action;
+	e->policy = pol;
+	memcpy(e->text, meta->rule, len);
+	names__link(n, e);
+	return e;
+}
+
+static const struct sl_rule_meta *names__meta(struct events_names *n, const struct name_ent *e)
+{
+	struct sl_rule_meta *m = &n->scratch;
+
+	/* Records of one rule come in runs: the copy is kept. */
+	if (n->scratch_of == e)
+		return m;
+	memset(m, 0, sizeof(*m));
+	memcpy(m->policy, e->policy, strnlen(e->policy, sizeof(m->policy) - 1));
+	memcpy(m->rule, e->text, strnlen(e->text, sizeof(m->rule) - 1));
+	m->class = e->class;
+	m->action = e->action;
+	n->scratch_of = e;
+	return m;
+}
+
+static void names__unlink(struct events_names *n, struct name_ent *e)
+{
+	struct name_ent **pp = &n->b[names__hash(e->key, e->kind)];
+
+	while (*pp != e)
+		pp = &(*pp)->next;
+	*pp = e->next;
+	n->n--;
+	if (n->scratch_of == e)
+		n->scratch_of = NULL;
+	free(e);
+}
+
+/* A set's or a cgroup's text, cut at NAME_TEXT_MAX - 1 bytes. */
+static struct name_ent *names__put_text(struct events_names *n, uint64_t key, int kind,
+					const char *text)
+{
+	size_t len = strnlen(text, NAME_TEXT_MAX - 1);
+	struct name_ent *e = names__find(n, key, kind);
+
+	if (e && !strncmp(e->text, text, len) && !e->text[len])
+		return e;
+	if (e)
+		names__unlink(n, e);
+	names__room(n);
+	e = calloc(1, sizeof(*e) + len + 1);
+	if (!e)
+		return NULL;
+	e->key = key;
+	e->kind = kind;
+	memcpy(e->text, text, len);
+	names__link(n, e);
 	return e;
 }
 
@@ -116,23 +239,13 @@ void events__render_free(struct events_render *r)
 
 int events__names_add_set(struct events_render *r, uint32_t set_id, const char *policies)
 {
-	struct name_ent *e = names__add(r->names, set_id, 1);
-
-	if (!e)
-		return -ENOMEM;
-	snprintf(e->text, sizeof(e->text), "%s", policies ? policies : "");
-	return 0;
+	return names__put_text(r->names, set_id, 1, policies ? policies : "") ? 0 : -ENOMEM;
 }
 
 int events__names_add_rule(struct events_render *r, uint32_t set_id, uint32_t rule_id,
 			   const struct sl_rule_meta *meta)
 {
-	struct name_ent *e = names__add(r->names, (uint64_t)set_id << 32 | rule_id, 0);
-
-	if (!e)
-		return -ENOMEM;
-	e->meta = *meta;
-	return 0;
+	return names__add_rule(r->names, (uint64_t)set_id << 32 | rule_id, meta) ? 0 : -ENOMEM;
 }
 
 static const struct sl_rule_meta *events__rule(struct events_render *r, uint32_t set_id,
@@ -143,14 +256,11 @@ static const struct sl_rule_meta *events__rule(struct events_render *r, uint32_t
 	struct sl_rule_meta meta;
 
 	if (e)
-		return &e->meta;
+		return names__meta(r->names, e);
 	if (!r->dp || datapath__rule_meta(r->dp, set_id, rule_id, &meta))
 		return NULL;
-	e = names__add(r->names, key, 0);
-	if (!e)
-		return NULL;
-	e->meta = meta;
-	return &e->meta;
+	e = names__add_rule(r->names, key, &meta);
+	return e ? names__meta(r->names, e) : NULL;
 }
 
 const struct sl_rule_meta *events__rule_meta(struct events_render *r, uint32_t set_id,
@@ -168,11 +278,8 @@ static const char *events__set_policies(struct events_render *r, uint32_t set_id
 		return e->text;
 	if (!r->dp || datapath__set_info(r->dp, set_id, &info))
 		return NULL;
-	e = names__add(r->names, set_id, 1);
-	if (!e)
-		return NULL;
-	snprintf(e->text, sizeof(e->text), "%s", info.policies);
-	return e->text;
+	e = names__put_text(r->names, set_id, 1, info.policies);
+	return e ? e->text : NULL;
 }
 
 static const char *events__cgroup_path(struct events_render *r, uint64_t id);
@@ -194,14 +301,12 @@ static const char *events__cgroup_path(struct events_render *r, uint64_t id)
 
 	if (e)
 		return e->text[0] ? e->text : NULL;
-	e = names__add(r->names, id, 2);
-	if (!e)
-		return NULL;
 	/* A cgroup gone before we read its event keeps no name; the id
 	 * still identifies it. */
-	if (!cgroup__path_of(id, p, sizeof(p)))
-		snprintf(e->text, sizeof(e->text), "%s", p);
-	return e->text[0] ? e->text : NULL;
+	if (cgroup__path_of(id, p, sizeof(p)))
+		p[0] = '\0';
+	e = names__put_text(r->names, id, 2, p);
+	return e && e->text[0] ? e->text : NULL;
 }
 
 void events__format_time(int64_t mono_to_real_ns, uint64_t ts_ns, char *buf, size_t len)

@@ -47,7 +47,8 @@ const char *events__reserved_rule(uint32_t rule_id);
 /* Remember the names of a set's rules without a map lookup (the process
  * that compiled the set knows them). POLICIES names the selecting ones. */
 int events__names_add_set(struct events_render *r, uint32_t set_id, const char *policies);
-/* The names of {SET_ID, RULE_ID} from the cache (or the pins), or NULL. */
+/* The names of {SET_ID, RULE_ID} from the cache (or the pins), or NULL;
+ * valid until the next call on R. */
 const struct sl_rule_meta *events__rule_meta(struct events_render *r, uint32_t set_id,
 					     uint32_t rule_id);
 /* Cached: the path of cgroup ID below the mount (NULL if gone), and the

@@ -126,6 +126,10 @@ static void sink_consume(struct sink *s, size_t n)
 	s->partial = s->buf[(s->head + n - 1) % s->cap] != '\n';
 	s->head = (s->head + n) % s->cap;
 	s->len -= n;
+	/* Drained: start over at the front, so that a sink that keeps up
+	 * touches a few pages of the buffer, not all of it in turn. */
+	if (!s->len)
+		s->head = 0;
 	s->lines -= done;
 	s->st.written += done;
 }
