@@ -798,8 +798,12 @@ int peer__ask(struct peer *p, const struct gw_record *r)
 		return -ENOMEM;
 	a->r = *r;
 	/* A peer's kernel event reaches its daemon a little after the
-	 * connection: a line read at once waits that long. */
-	a->not_before = now_mono_ms() + (due > now ? (due - now) / 1000000 : 0);
+	 * connection: a line read at once waits that long (never longer,
+	 * whatever the gateway's clock says). */
+	a->not_before = now_mono_ms();
+	if (due > now)
+		a->not_before += (due - now) / 1000000 < p->o.min_age_ms ? (due - now) / 1000000
+									 : p->o.min_age_ms;
 	a->refs = 1;
 	for (struct pnode *pn = p->peers; pn; pn = pn->next) {
 		if (pnode__push(pn, a)) {
