@@ -71,6 +71,8 @@ struct pfile {
 struct set_ent {
 	char *key;		/* the selecting docs' ids, '\n' separated */
 	uint32_t set_id;
+	struct sl_lpm_key *lpm_keys;	/* as written; NULL: adopted, unknown */
+	size_t nlpm_keys;
 	uint32_t flags;
 	bool used;
 	/* for the gateway join */
@@ -401,6 +403,8 @@ static int daemon__service_cb(void *ctx, const char *ns, const char *name,
 
 static void daemon__set_free(struct set_ent *e)
 {
+	free(e->lpm_keys);
+	e->lpm_keys = NULL;
 	for (size_t i = 0; i < e->ntools; i++)
 		free(e->tools[i]);
 	free(e->tools);
@@ -508,8 +512,9 @@ static struct set_ent *daemon__set(struct daemon *d, struct docref *docs, size_t
 	d->sets = e;
 	e = &d->sets[d->nsets];
 	memset(e, 0, sizeof(*e));
-	rc = datapath__set_add(&d->dp, &c, policies, &e->set_id);
+	rc = datapath__set_add_keys(&d->dp, &c, policies, &e->set_id, &e->lpm_keys);
 	if (!rc) {
+		e->nlpm_keys = c.nentries;
 		for (i = 0; i < c.nrules; i++)
 			events__names_add_rule(&d->render, e->set_id, c.rules[i].rule_id,
 					       &c.rules[i].meta);
@@ -1146,7 +1151,8 @@ static int daemon__reconcile(struct daemon *d)
 			i++;
 			continue;
 		}
-		datapath__set_del(&d->dp, d->sets[i].set_id);
+		datapath__set_del_keys(&d->dp, d->sets[i].set_id, d->sets[i].lpm_keys,
+				       d->sets[i].nlpm_keys);
 		daemon__set_free(&d->sets[i]);
 		d->sets[i] = d->sets[--d->nsets];
 	}

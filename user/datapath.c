@@ -605,6 +605,12 @@ static int datapath__update_many(int fd, const void *keys, size_t ksz, const voi
 int datapath__set_add(struct datapath *dp, const struct compiled *c, const char *policies,
 		      uint32_t *set_id)
 {
+	return datapath__set_add_keys(dp, c, policies, set_id, NULL);
+}
+
+int datapath__set_add_keys(struct datapath *dp, const struct compiled *c, const char *policies,
+			   uint32_t *set_id, struct sl_lpm_key **keys)
+{
 	struct sl_set_info info = {
 		.owner_pid = getpid(),
 		.nrules = c->nrules,
@@ -677,10 +683,22 @@ int datapath__set_add(struct datapath *dp, const struct compiled *c, const char 
 		}
 		err = datapath__update_many(dp->map_fd[DP_RULES], ks, sizeof(*ks), vs, sizeof(*vs),
 					    c->nentries);
-		free(ks);
 		free(vs);
-		if (err)
+		if (err) {
+			free(ks);
 			goto fail;
+		}
+		if (keys)
+			*keys = ks;
+		else
+			free(ks);
+	} else if (keys) {
+		/* Known to be empty: not NULL, which means unknown. */
+		*keys = calloc(1, sizeof(**keys));
+		if (!*keys) {
+			errno = ENOMEM;
+			goto fail;
+		}
 	}
 	*set_id = id;
 	return 0;
@@ -739,24 +757,82 @@ static int datapath__del_by_set(int fd, size_t key_sz, size_t key_off, uint32_t 
 	return err;
 }
 
-int datapath__set_del(struct datapath *dp, uint32_t set_id)
+/* N keys out of FD in BPF_MAP_DELETE_BATCH chunks; a key already gone
+ * ends a batch early (ENOENT) and is skipped. 0 or -errno. */
+static int datapath__delete_many(int fd, const void *keys, size_t ksz, size_t n)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	size_t done = 0;
+
+	while (done < n) {
+		__u32 cnt = n - done > 4096 ? 4096 : (__u32)(n - done);
+
+		if (!bpf_map_delete_batch(fd, (const char *)keys + done * ksz, &cnt, &opts)) {
+			done += cnt;
+			continue;
+		}
+		if (errno == ENOENT) {
+			done += cnt + 1;	/* cnt were deleted, the next is gone */
+			continue;
+		}
+		if (errno != EINVAL && errno != 524 /* ENOTSUPP */ && errno != EOPNOTSUPP)
+			return -errno;
+		for (; done < n; done++)
+			if (bpf_map_delete_elem(fd, (const char *)keys + done * ksz) &&
+			    errno != ENOENT)
+				return -errno;
+	}
+	return 0;
+}
+
+/* A set's names are {set, SL_RULE_FIRST + i} for i < nrules: deleted by
+ * key when its info says how many, else found by a walk. */
+static int datapath__del_rmeta(struct datapath *dp, uint32_t set_id)
+{
+	struct sl_set_info info;
+	struct sl_rmeta_key *ks;
+	int err;
+
+	if (bpf_map_lookup_elem(dp->map_fd[DP_SETS], &set_id, &info) || !info.nrules)
+		return datapath__del_by_set(dp->map_fd[DP_RMETA], sizeof(struct sl_rmeta_key),
+					    offsetof(struct sl_rmeta_key, set_id), set_id);
+	ks = calloc(info.nrules, sizeof(*ks));
+	if (!ks)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < info.nrules; i++)
+		ks[i] = (struct sl_rmeta_key){ .set_id = set_id, .rule_id = SL_RULE_FIRST + i };
+	err = datapath__delete_many(dp->map_fd[DP_RMETA], ks, sizeof(*ks), info.nrules);
+	free(ks);
+	return err;
+}
+
+int datapath__set_del_keys(struct datapath *dp, uint32_t set_id, const struct sl_lpm_key *keys,
+			   size_t nkeys)
 {
 	int err = 0, e;
 
 	if (!set_id)
 		return 0;
-	e = datapath__del_by_set(dp->map_fd[DP_RULES], sizeof(struct sl_lpm_key),
-				 offsetof(struct sl_lpm_key, set_id), htonl(set_id));
+	if (keys)
+		e = datapath__delete_many(dp->map_fd[DP_RULES], keys, sizeof(*keys), nkeys);
+	else
+		e = datapath__del_by_set(dp->map_fd[DP_RULES], sizeof(struct sl_lpm_key),
+					 offsetof(struct sl_lpm_key, set_id), htonl(set_id));
 	err = err ?: e;
-	e = datapath__del_by_set(dp->map_fd[DP_RMETA], sizeof(struct sl_rmeta_key),
-				 offsetof(struct sl_rmeta_key, set_id), set_id);
+	e = datapath__del_rmeta(dp, set_id);
 	err = err ?: e;
 	e = datapath__del_by_set(dp->map_fd[DP_FQDN], sizeof(struct sl_fqdn_key),
 				 offsetof(struct sl_fqdn_key, set_id), set_id);
 	err = err ?: e;
+	/* The info goes last: it is what says how many names the set has. */
 	if (bpf_map_delete_elem(dp->map_fd[DP_SETS], &set_id) && errno != ENOENT)
 		err = err ?: -errno;
 	return err;
+}
+
+int datapath__set_del(struct datapath *dp, uint32_t set_id)
+{
+	return datapath__set_del_keys(dp, set_id, NULL, 0);
 }
 
 int datapath__ident_put(struct datapath *dp, uint64_t cgid, const struct sl_identity *id)

@@ -60,8 +60,17 @@ bool datapath__pinned(const char *pin_path);
  * anybody until an identity points at it. */
 int datapath__set_add(struct datapath *dp, const struct compiled *c, const char *policies,
 		      uint32_t *set_id);
+/* The same, and *KEYS (malloc'd, C->nentries of them, never NULL) the
+ * set's sl_rules keys as written, for datapath__set_del_keys(). */
+int datapath__set_add_keys(struct datapath *dp, const struct compiled *c, const char *policies,
+			   uint32_t *set_id, struct sl_lpm_key **keys);
 /* Remove every entry of SET_ID (rules, names, info). */
 int datapath__set_del(struct datapath *dp, uint32_t set_id);
+/* The same with its sl_rules keys known (KEYS NULL: not known): no walk
+ * of every set's entries (the trie holds them all), which took 54 ms at
+ * 10k rules. */
+int datapath__set_del_keys(struct datapath *dp, uint32_t set_id, const struct sl_lpm_key *keys,
+			   size_t nkeys);
 int datapath__ident_put(struct datapath *dp, uint64_t cgid, const struct sl_identity *id);
 int datapath__ident_get(struct datapath *dp, uint64_t cgid, struct sl_identity *id);
 int datapath__ident_del(struct datapath *dp, uint64_t cgid);

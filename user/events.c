@@ -19,7 +19,8 @@
 #include "events.h"
 #include "policy.h"
 
-#define NAMES_BUCKETS 1024
+#define NAMES_BUCKETS_MIN	1024	/* grows with the entries, to one per bucket */
+#define NAMES_MAX		65536
 
 /* Every rule of every set has one: kept small (10k rules, 0.6 MiB). */
 struct name_ent {
@@ -41,7 +42,9 @@ struct pol_str {
 };
 
 struct events_names {
-	struct name_ent *b[NAMES_BUCKETS];
+	struct name_ent **b;
+	size_t nb;		/* buckets, a power of 2 */
+	unsigned int bits;
 	size_t n;
 	struct pol_str *pols[POL_BUCKETS];
 	struct sl_rule_meta scratch;	/* what events__rule() returns */
@@ -68,18 +71,23 @@ static const char *names__intern(struct events_names *n, const char *s)
 	return p->s;
 }
 
-static unsigned int names__hash(uint64_t key, int kind)
+static size_t names__slot(uint64_t key, int kind, unsigned int bits)
 {
 	key ^= (uint64_t)kind * 0x9e3779b97f4a7c15ULL;
 	key *= 0xff51afd7ed558ccdULL;
-	return (key >> 40) % NAMES_BUCKETS;
+	return (size_t)(key >> (64 - bits));
+}
+
+static size_t names__hash(const struct events_names *n, uint64_t key, int kind)
+{
+	return names__slot(key, kind, n->bits);
 }
 
 static struct name_ent *names__find(struct events_names *n, uint64_t key, int kind)
 {
 	struct name_ent *e;
 
-	for (e = n->b[names__hash(key, kind)]; e; e = e->next)
+	for (e = n->b[names__hash(n, key, kind)]; e; e = e->next)
 		if (e->key == key && e->kind == kind)
 			return e;
 	return NULL;
@@ -87,7 +95,7 @@ static struct name_ent *names__find(struct events_names *n, uint64_t key, int ki
 
 static void names__clear(struct events_names *n)
 {
-	for (size_t i = 0; i < NAMES_BUCKETS; i++) {
+	for (size_t i = 0; i < n->nb; i++) {
 		while (n->b[i]) {
 			struct name_ent *e = n->b[i];
 
@@ -107,10 +115,40 @@ static void names__clear(struct events_names *n)
 	}
 }
 
+/* Registering the names of a 10k-rule set must not walk long chains: it
+ * happens before the set is put in force. */
+static void names__grow(struct events_names *n)
+{
+	size_t nb = n->nb * 2;
+	struct name_ent **b;
+
+	if (n->n < n->nb || nb > NAMES_MAX)
+		return;
+	b = calloc(nb, sizeof(*b));
+	if (!b)
+		return;		/* longer chains, still correct */
+	for (size_t i = 0; i < n->nb; i++) {
+		while (n->b[i]) {
+			struct name_ent *e = n->b[i];
+			size_t h = names__slot(e->key, e->kind, n->bits + 1);
+
+			n->b[i] = e->next;
+			e->next = b[h];
+			b[h] = e;
+		}
+	}
+	free(n->b);
+	n->b = b;
+	n->nb = nb;
+	n->bits++;
+}
+
 static void names__link(struct events_names *n, struct name_ent *e)
 {
-	unsigned int h = names__hash(e->key, e->kind);
+	size_t h;
 
+	names__grow(n);
+	h = names__hash(n, e->key, e->kind);
 	e->next = n->b[h];
 	n->b[h] = e;
 	n->n++;
@@ -119,7 +157,7 @@ static void names__link(struct events_names *n, struct name_ent *e)
 /* Bounded: a long-running reader sees many cgroups come and go. */
 static void names__room(struct events_names *n)
 {
-	if (n->n >= 65536)
+	if (n->n >= NAMES_MAX)
 		names__clear(n);
 }
 
@@ -175,7 +213,7 @@ static const struct sl_rule_meta *names__meta(struct events_names *n, const stru
 
 static void names__unlink(struct events_names *n, struct name_ent *e)
 {
-	struct name_ent **pp = &n->b[names__hash(e->key, e->kind)];
+	struct name_ent **pp = &n->b[names__hash(n, e->key, e->kind)];
 
 	while (*pp != e)
 		pp = &(*pp)->next;
@@ -225,7 +263,17 @@ int events__render_init(struct events_render *r, struct datapath *dp, const char
 	r->mono_to_real_ns = ((int64_t)rt.tv_sec - mono.tv_sec) * 1000000000LL +
 			     (rt.tv_nsec - mono.tv_nsec);
 	r->names = calloc(1, sizeof(*r->names));
-	return r->names ? 0 : -ENOMEM;
+	if (!r->names)
+		return -ENOMEM;
+	r->names->b = calloc(NAMES_BUCKETS_MIN, sizeof(*r->names->b));
+	if (!r->names->b) {
+		free(r->names);
+		r->names = NULL;
+		return -ENOMEM;
+	}
+	r->names->nb = NAMES_BUCKETS_MIN;
+	r->names->bits = __builtin_ctz(NAMES_BUCKETS_MIN);
+	return 0;
 }
 
 void events__render_free(struct events_render *r)
@@ -233,6 +281,7 @@ void events__render_free(struct events_render *r)
 	if (!r->names)
 		return;
 	names__clear(r->names);
+	free(r->names->b);
 	free(r->names);
 	r->names = NULL;
 }

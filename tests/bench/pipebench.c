@@ -281,6 +281,8 @@ static int cmd_apply(int argc, char **argv)
 	struct datapath dp;
 	struct sl_identity id = {};
 	uint32_t cur = 0;
+	struct sl_lpm_key *cur_keys = NULL, *keys = NULL;
+	size_t cur_nkeys = 0;
 	uint64_t cgid;
 
 	for (i = 0; i + 1 < argc && nf < 2; i++)
@@ -336,7 +338,8 @@ static int cmd_apply(int argc, char **argv)
 			policy__set_free(&ps);
 			break;
 		}
-		err = datapath__set_add(&dp, &c, "bench", &set_id);
+		/* as sluiced does: the set's keys kept for its deletion */
+		err = datapath__set_add_keys(&dp, &c, "bench", &set_id, &keys);
 		t3 = now_ns();
 		if (err) {
 			fprintf(stderr, "pipebench apply: set_add: %s\n", strerror(-err));
@@ -349,7 +352,7 @@ static int cmd_apply(int argc, char **argv)
 		err = datapath__ident_put(&dp, cgid, &id);
 		t4 = now_ns();
 		if (cur)
-			datapath__set_del(&dp, cur);
+			datapath__set_del_keys(&dp, cur, cur_keys, cur_nkeys);
 		t5 = now_ns();
 		/* rep 0 is the first load (no old set): reported, not a swap */
 		printf("{\"phase\":\"%s\",\"rules\":%zu,\"entries\":%zu,\"parse_ns\":%llu,"
@@ -365,6 +368,10 @@ static int cmd_apply(int argc, char **argv)
 		printf("}\n");
 		fflush(stdout);
 		cur = set_id;
+		free(cur_keys);
+		cur_keys = keys;
+		cur_nkeys = c.nentries;
+		keys = NULL;
 		compile__free(&c);
 		policy__set_free(&ps);
 		if (err)
@@ -372,7 +379,8 @@ static int cmd_apply(int argc, char **argv)
 	}
 	datapath__ident_del(&dp, cgid);
 	if (cur)
-		datapath__set_del(&dp, cur);
+		datapath__set_del_keys(&dp, cur, cur_keys, cur_nkeys);
+	free(cur_keys);
 	datapath__release(&dp);
 	return err ? 1 : 0;
 }
