@@ -410,6 +410,52 @@ int sl_sockops(struct bpf_sock_ops *ctx)
 	return 1;
 }
 
+/*
+ * The flows a newly started reader cannot have seen: every socket whose tag
+ * says its established record was sent and no close yet, written as the
+ * ESTABLISHED record it had (time, task, verdict and addresses as then),
+ * one struct sl_event per socket, to whoever reads the iterator. A
+ * restarted sluiced joins gateway records of long-lived connections (HTTP/2,
+ * SSE, keep-alive) opened before it with these.
+ */
+SEC("iter/bpf_sk_storage_map")
+int sl_iter_flows(struct bpf_iter__bpf_sk_storage_map *ctx)
+{
+	struct sl_sk_tag *tag = ctx->value;
+	struct sock *sk = ctx->sk;
+	struct sl_event ev = {};
+
+	if (!sk || !tag || !(tag->state & SL_SKS_TRACKED))
+		return 0;
+	ev.type = SL_EV_ESTABLISHED;
+	ev.ts_ns = tag->est_ns;
+	ev.verdict = SL_VERDICT_ALLOW;
+	ev.ident_cgid = tag->ident_cgid;
+	ev.set_id = tag->set_id;
+	ev.rule_id = tag->rule_id;
+	ev.class = tag->class;
+	ev.cgroup_id = tag->cgroup_id;
+	ev.pid = tag->pid;
+	ev.tid = tag->tid;
+	ev.uid = tag->uid;
+	__builtin_memcpy(ev.comm, tag->comm, sizeof(ev.comm));
+	ev.cookie = bpf_get_socket_cookie(sk);
+	ev.protocol = 6;
+	ev.sock_type = (tag->state & SL_SKS_PASSIVE) ? 1 : 0;
+	ev.family = sk->__sk_common.skc_family;
+	ev.sport = sk->__sk_common.skc_num;
+	ev.dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (ev.family == AF_INET) {
+		sl_v4_mapped(ev.saddr, sk->__sk_common.skc_rcv_saddr);
+		sl_v4_mapped(ev.daddr, sk->__sk_common.skc_daddr);
+	} else {
+		__builtin_memcpy(ev.saddr, &sk->__sk_common.skc_v6_rcv_saddr, SL_ADDR_LEN);
+		__builtin_memcpy(ev.daddr, &sk->__sk_common.skc_v6_daddr, SL_ADDR_LEN);
+	}
+	bpf_seq_write(ctx->meta->seq, &ev, sizeof(ev));
+	return 0;
+}
+
 /* On hybrid hosts the v1 hierarchies fire the same tracepoints, with ids
  * numbered on their own that can equal a v2 cgroup's: only the default
  * (v2) hierarchy, id 0, is ours. */

@@ -1324,6 +1324,60 @@ static void daemon__correlate_event(struct daemon *d, const struct sl_event *ev)
 		correlate__connect(d->corr, ev, &meta);
 }
 
+/* A flow opened before this daemon: its tag's record, as the iterator
+ * gives it. The previous daemon's sets and rule names are still pinned. */
+static int daemon__recover_one(void *ctx, const struct sl_event *ev)
+{
+	struct daemon *d = ctx;
+	struct corr_flow_meta meta = {};
+	const struct sl_rule_meta *rm;
+	struct events_workload wl = {};
+	char path[PATH_MAX] = "";
+	const char *cp;
+
+	if (!ev->ident_cgid || ev->sock_type)
+		return 0;	/* accepted: not an agent's side */
+	cp = events__cgroup_name(&d->render, ev->cgroup_id);
+	snprintf(path, sizeof(path), "%s", cp ? cp : "");
+	if (d->render.workload)
+		d->render.workload(d->render.workload_ctx, ev->ident_cgid, path, &wl);
+	rm = events__rule_meta(&d->render, ev->set_id, ev->rule_id);
+	meta.time_ns = ev->ts_ns + d->render.mono_to_real_ns;
+	meta.cgroup = path;
+	meta.pod_namespace = wl.ns ? wl.ns : "";
+	meta.pod_name = wl.pod ? wl.pod : "";
+	meta.service_account = wl.sa ? wl.sa : "";
+	meta.policy = rm ? rm->policy : "";
+	meta.rule = rm ? rm->rule : events__reserved_rule(ev->rule_id);
+	meta.class = rm ? rm->class : ev->class;
+	/* The tools of the set it was decided by are not known here: no
+	 * drift check for these flows. */
+	meta.has_gateway = meta.class == SL_CLASS_GATEWAY;
+	correlate__flow(d->corr, ev, &meta);
+	return 0;
+}
+
+static void daemon__recover_flows(struct daemon *d)
+{
+	struct corr_stats before, after;
+	int n;
+
+	correlate__stats(d->corr, &before);
+	n = datapath__flows(&d->dp, daemon__recover_one, d);
+	correlate__stats(d->corr, &after);
+	if (n == -ENOENT) {
+		pr_info("gateway join: this datapath has no flow iterator (loaded by an older "
+			"build): flows opened before this start are not known\n");
+		return;
+	}
+	if (n < 0) {
+		pr_warn("gateway join: cannot read the open flows: %s\n", strerror(-n));
+		return;
+	}
+	pr_info("gateway join: %d open flow(s) from before this start, %llu to gateway "
+		"listeners\n", n, (unsigned long long)(after.flows_added - before.flows_added));
+}
+
 static void daemon__on_event_one(struct daemon *d, const struct sl_event *ev);
 
 static int daemon__on_event(void *ctx, void *data, size_t size)
@@ -2193,6 +2247,7 @@ static int daemon__setup(struct daemon *d)
 			}
 			correlate__gateway_addr(d->corr, tmp.peer_addr, tmp.peer_port);
 		}
+		daemon__recover_flows(d);
 		if (d->o->gateway_format && !strcmp(d->o->gateway_format, "agentgateway"))
 			go.format = GW_AGENTGATEWAY;
 		else if (d->o->gateway_format && !strcmp(d->o->gateway_format, "envoy"))

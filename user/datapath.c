@@ -171,6 +171,10 @@ static int datapath__open_pins(struct datapath *dp)
 		pr_err("cannot open pinned program %s: %s\n", p, strerror(errno));
 		return err;
 	}
+	/* Pinned by builds since the flow iterator; an older datapath has
+	 * none until a newer build upgrades it. */
+	datapath__pin_file(dp->pin_path, "prog_", "flows", p, sizeof(p));
+	dp->flows_fd = bpf_obj_get(p);
 	return 0;
 }
 
@@ -247,6 +251,13 @@ static int datapath__load(struct datapath *dp, const struct datapath_opts *opts)
 	datapath__pin_file(dp->pin_path, "prog_", "explain", p, sizeof(p));
 	unlink(p);
 	err = bpf_program__pin(skel->progs.sl_explain, p);
+	if (err) {
+		pr_err("failed to pin %s: %s\n", p, strerror(-err));
+		goto out;
+	}
+	datapath__pin_file(dp->pin_path, "prog_", "flows", p, sizeof(p));
+	unlink(p);
+	err = bpf_program__pin(skel->progs.sl_iter_flows, p);
 	if (err) {
 		pr_err("failed to pin %s: %s\n", p, strerror(-err));
 		goto out;
@@ -369,6 +380,11 @@ static int datapath__upgrade(struct datapath *dp, const struct datapath_opts *op
 	unlink(tmp);
 	if (!bpf_program__pin(skel->progs.sl_explain, tmp) && rename(tmp, p))
 		unlink(tmp);
+	datapath__pin_file(dp->pin_path, "prog_", "flows", p, sizeof(p));
+	snprintf(tmp, sizeof(tmp), "%s.new", p);
+	unlink(tmp);
+	if (!bpf_program__pin(skel->progs.sl_iter_flows, tmp) && rename(tmp, p))
+		unlink(tmp);
 out:
 	sluice_bpf__destroy(skel);
 	return err;
@@ -429,6 +445,9 @@ static void datapath__close_fds(struct datapath *dp)
 	if (dp->explain_fd >= 0)
 		close(dp->explain_fd);
 	dp->explain_fd = -1;
+	if (dp->flows_fd >= 0)
+		close(dp->flows_fd);
+	dp->flows_fd = -1;
 }
 
 int datapath__open(struct datapath *dp, const struct datapath_opts *opts)
@@ -438,7 +457,7 @@ int datapath__open(struct datapath *dp, const struct datapath_opts *opts)
 	memset(dp, 0, sizeof(*dp));
 	for (i = 0; i < DP_MAP_N; i++)
 		dp->map_fd[i] = -1;
-	dp->explain_fd = dp->users_fd = -1;
+	dp->explain_fd = dp->users_fd = dp->flows_fd = -1;
 	snprintf(dp->pin_path, sizeof(dp->pin_path), "%s",
 		 opts->pin_path ? opts->pin_path : SLUICE_DEFAULT_PIN_PATH);
 	if (strlen(dp->pin_path) > 200 || dp->pin_path[0] != '/') {
@@ -521,6 +540,9 @@ int datapath__destroy(const char *pin_path)
 			err = -errno;
 	}
 	datapath__pin_file(pin_path, "prog_", "explain", p, sizeof(p));
+	if (unlink(p) && errno != ENOENT)
+		err = -errno;
+	datapath__pin_file(pin_path, "prog_", "flows", p, sizeof(p));
 	if (unlink(p) && errno != ENOENT)
 		err = -errno;
 	for (i = 0; i < DP_MAP_N; i++) {
@@ -1049,4 +1071,48 @@ int datapath__gc(struct datapath *dp)
 		removed++;
 	}
 	return removed;
+}
+
+int datapath__flows(struct datapath *dp, int (*fn)(void *ctx, const struct sl_event *ev), void *ctx)
+{
+	LIBBPF_OPTS(bpf_link_create_opts, lo);
+	union bpf_iter_link_info li = { .map.map_fd = (__u32)dp->map_fd[DP_SK] };
+	struct sl_event ev;
+	size_t got = 0;
+	int link, it, n = 0, err = 0;
+	ssize_t r;
+
+	if (dp->flows_fd < 0)
+		return -ENOENT;
+	lo.iter_info = &li;
+	lo.iter_info_len = sizeof(li);
+	link = bpf_link_create(dp->flows_fd, 0, BPF_TRACE_ITER, &lo);
+	if (link < 0)
+		return -errno;
+	it = bpf_iter_create(link);
+	if (it < 0) {
+		err = -errno;
+		close(link);
+		return err;
+	}
+	/* Records may be split across reads: read into one record at a time. */
+	for (;;) {
+		r = read(it, (char *)&ev + got, sizeof(ev) - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+		if (got < sizeof(ev))
+			continue;
+		got = 0;
+		n++;
+		if ((err = fn(ctx, &ev)))
+			break;
+	}
+	if (r < 0 && !err)
+		err = -errno;
+	close(it);
+	close(link);
+	return err ? err : n;
 }

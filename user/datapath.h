@@ -41,6 +41,7 @@ struct datapath {
 	char cgroup_root[PATH_MAX];
 	int map_fd[DP_MAP_N];
 	int explain_fd;
+	int flows_fd;		/* the flow iterator program, or -1 */
 	bool loaded_here;		/* we loaded the programs (vs adopted) */
 	int upgraded;			/* programs replaced in place */
 	bool keep;			/* release never tears down (the daemon's) */
@@ -74,6 +75,11 @@ int datapath__set_del_keys(struct datapath *dp, uint32_t set_id, const struct sl
 int datapath__ident_put(struct datapath *dp, uint64_t cgid, const struct sl_identity *id);
 int datapath__ident_get(struct datapath *dp, uint64_t cgid, struct sl_identity *id);
 int datapath__ident_del(struct datapath *dp, uint64_t cgid);
+/* Every TCP flow the kernel has sent an ESTABLISHED record for and no
+ * CLOSE yet, as that record (time, task, verdict, addresses as they were),
+ * to FN; a non-zero return from FN stops. The count, or -ENOENT (a datapath
+ * without the iterator), -errno. */
+int datapath__flows(struct datapath *dp, int (*fn)(void *ctx, const struct sl_event *ev), void *ctx);
 /* Create a ring buffer and put it in a free slot of sl_rings. */
 int datapath__ring_add(struct datapath *dp, uint32_t *slot, int *ring_fd);
 int datapath__ring_del(struct datapath *dp, uint32_t slot);

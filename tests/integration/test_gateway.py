@@ -626,6 +626,48 @@ def test_tail_across_restart(c):
         eq(d2.stop()[0], 0, "second daemon exit")
 
 
+@suite.test
+def test_restart_knows_open_flows(c):
+    """A connection opened while one daemon ran is joined by the next one
+    (the kernel's flow iterator), not reported unattributed."""
+    with Scope(c, "reopen") as s:
+        hold = Hold(s.env)
+        cg = s.cgroup("reopen-agent.scope")
+        rel = s.rel + "/agents/reopen-agent.scope"
+        s.policy(policy_text("reopen-agent", s.pattern("*.scope"), [hold.port]))
+        log = s.env.path("reopen-gateway.log")
+        open(log, "w").close()
+        ev1, ev2 = s.env.path("reopen-1.jsonl"), s.env.path("reopen-2.jsonl")
+        args = ["--gateway-log", log, "--gateway-format", "agentgateway",
+                "--state-dir", s.env.path("reopen-state")]
+        d1 = Daemon(s, ["--events", ev1] + args)
+        d1.wait_ready()
+        h = Holder(s, cg, hold.port)
+        sport = h.open()
+        peer = "127.0.0.1:%d" % sport
+        poll(lambda: records(ev1, type="established", src=peer), 5, "established " + peer)
+        eq(d1.stop()[0], 0, "first daemon exit")
+        d2 = Daemon(s, ["--events", ev2] + args)
+        d2.wait_ready()
+        if "open flow(s) from before this start, 1 to gateway listeners" not in d2.stderr():
+            raise AssertionError("no recovered flow:\n" + d2.stderr())
+        path = "/reopen-" + uuid.uuid4().hex
+        testgw.append_line(log, testgw.format_line([
+            ("gateway", "test/reopen"), ("src.addr", peer), ("http.method", "POST"),
+            ("http.path", path), ("http.status", 200), ("protocol", "mcp"),
+            ("mcp.method.name", "tools/list"), ("duration", "1ms")]))
+        g = poll(lambda: records(ev2, type="gateway", gateway__http_path=path), 5,
+                 "record of " + path)
+        eq((len(g), g[0]["src"], g[0]["rule"], g[0]["class"], g[0]["policy"]),
+           (1, peer, "gateway", "gateway", "itest/reopen-agent"), "joined after the restart")
+        assert_workload(g[0], rel, cg, h.pid, h.comm, "record after the restart")
+        time.sleep(1.5)    # past the tolerance: nothing else comes of it
+        eq(records(ev2, type="finding", finding="unattributed", evidence__gateway__http_path=path),
+           [], "unattributed after the restart")
+        h.close()
+        eq(d2.stop()[0], 0, "second daemon exit")
+
+
 # ---------------------------------------------------------------- two nodes
 
 def peer_post(port, body, token=None, timeout=3.0):
