@@ -1144,12 +1144,17 @@ int correlate__gateway(struct correlate *c, const struct gw_record *r, struct co
 		c->st.pending_overflow++;
 		list__del(&old->node);
 		c->npend--;
-		corr__unattributed(c, &old->r, NULL);
+		corr__no_local_flow(c, &old->r, NULL);
 		free(old);
 	}
 	p = malloc(sizeof(*p));
 	if (!p) {
 		c->st.nomem++;
+		if (corr__ask(c, r)) {
+			if (out)
+				out->status = CORR_ASKED;
+			return 0;
+		}
 		corr__unattributed(c, r, out ? &out->findings : NULL);
 		if (out)
 			out->status = CORR_UNATTRIBUTED;

@@ -59,6 +59,7 @@
  * a removal is applied only if the file is still gone this much later,
  * so that a save never opens the workload for a moment. */
 #define REMOVAL_DELAY_MS 300
+#define PEER_TOKEN_GRACE_S 120	/* the previous lookup token stays valid this long */
 
 struct pfile {
 	char *name;		/* file name in the policy directory */
@@ -112,6 +113,11 @@ struct daemon {
 	struct peer *peer;		/* asks the other nodes */
 	struct httpd *peer_httpd;	/* answers them */
 	struct { char *data; size_t len; struct timespec mtime; ino_t ino; } peer_token;
+	/* The token before the last change, accepted until prev_until: the
+	 * nodes see a rotated Secret at different moments. */
+	char *peer_token_prev;
+	size_t peer_token_prev_len;
+	time_t peer_token_prev_until;
 	uint64_t peer_unauthorized, peer_bad_requests;
 	char **peer_found;		/* peers from --peer-service, by address */
 	size_t npeer_found;
@@ -1424,6 +1430,18 @@ static void daemon__gw_record(void *ctx, struct gw_record *r)
 	correlate__gateway(d->corr, r, &res);
 }
 
+/* {"error": MSG}, escaped as JSON; NULL when out of memory. */
+static char *daemon__error_json(const char *msg)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *out = NULL;
+
+	if (o && cJSON_AddStringToObject(o, "error", msg))
+		out = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return out;
+}
+
 static int daemon__otlp(void *ctx, const struct httpd_request *req, struct httpd_response *resp)
 {
 	struct daemon *d = ctx;
@@ -1433,8 +1451,7 @@ static int daemon__otlp(void *ctx, const struct httpd_request *req, struct httpd
 	resp->content_type = "application/json";
 	if (n < 0) {
 		resp->status = 400;
-		if (asprintf(&resp->body, "{\"error\":\"%s\"}", err) < 0)
-			resp->body = NULL;
+		resp->body = daemon__error_json(err);
 	} else {
 		resp->status = 200;
 		resp->body = strdup("{\"partialSuccess\":{}}");
@@ -1475,7 +1492,10 @@ static int daemon__peer_token(struct daemon *d)
 		free(buf);
 		return -ENODATA;
 	}
-	free(d->peer_token.data);
+	free(d->peer_token_prev);
+	d->peer_token_prev = d->peer_token.data;
+	d->peer_token_prev_len = d->peer_token.len;
+	d->peer_token_prev_until = (time_t)(now_mono() / 1000000000ULL) + PEER_TOKEN_GRACE_S;
 	d->peer_token.data = buf;
 	d->peer_token.len = n;
 	d->peer_token.ino = st.st_ino;
@@ -1483,10 +1503,21 @@ static int daemon__peer_token(struct daemon *d)
 	return 0;
 }
 
-static bool daemon__peer_authorized(struct daemon *d, const char *authz)
+/* Constant time: the answer must not tell how much was right. */
+static bool daemon__token_equal(const char *got, size_t n, const char *want, size_t wn)
 {
 	unsigned char diff = 0;
-	size_t i, n;
+
+	if (!want || n != wn)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		diff |= (unsigned char)got[i] ^ (unsigned char)want[i];
+	return !diff;
+}
+
+static bool daemon__peer_authorized(struct daemon *d, const char *authz)
+{
+	size_t n;
 
 	if (!d->o->peer_token_file)
 		return true;		/* mTLS alone: httpd checked the certificate */
@@ -1496,12 +1527,10 @@ static bool daemon__peer_authorized(struct daemon *d, const char *authz)
 		return false;
 	authz += 7;
 	n = strlen(authz);
-	if (n != d->peer_token.len)
-		return false;
-	/* Constant time: the answer must not tell how much was right. */
-	for (i = 0; i < n; i++)
-		diff |= (unsigned char)authz[i] ^ (unsigned char)d->peer_token.data[i];
-	return !diff;
+	if (daemon__token_equal(authz, n, d->peer_token.data, d->peer_token.len))
+		return true;
+	return (time_t)(now_mono() / 1000000000ULL) < d->peer_token_prev_until &&
+	       daemon__token_equal(authz, n, d->peer_token_prev, d->peer_token_prev_len);
 }
 
 static int daemon__peer_lookup_one(void *ctx, const uint8_t addr[16], uint16_t port,
@@ -1534,8 +1563,7 @@ static int daemon__peer_lookup(void *ctx, const struct httpd_request *req,
 	if (ret == -EINVAL) {
 		d->peer_bad_requests++;
 		resp->status = 400;
-		if (asprintf(&resp->body, "{\"error\":\"%s\"}", err) < 0)
-			resp->body = NULL;
+		resp->body = daemon__error_json(err);
 	} else if (ret) {
 		return ret;
 	}
@@ -2490,6 +2518,7 @@ static void daemon__teardown(struct daemon *d)
 		d->peer_httpd = NULL;
 	}
 	free(d->peer_token.data);
+	free(d->peer_token_prev);
 	for (i = 0; i < d->npeer_found; i++)
 		free(d->peer_found[i]);
 	free(d->peer_found);

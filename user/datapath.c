@@ -324,7 +324,7 @@ static int datapath__upgrade(struct datapath *dp, const struct datapath_opts *op
 	LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = dp->pin_path);
 	struct sluice_bpf *skel;
 	char p[PATH_MAX], tmp[PATH_MAX];
-	int err, i;
+	int err;
 
 	skel = sluice_bpf__open_opts(&oo);
 	if (!skel)
@@ -336,7 +336,16 @@ static int datapath__upgrade(struct datapath *dp, const struct datapath_opts *op
 		       dp->pin_path, strerror(-err));
 		goto out;
 	}
-	for (i = 0; i < DP_PROG_ATTACHED_N; i++) {
+	/* Consumers of the socket tag before its producer: a new sock_create
+	 * may leave to connect or listen what an old one wrote itself, so
+	 * those are new first (a socket in between keeps its task). */
+	static const enum dp_prog order[DP_PROG_ATTACHED_N] = {
+		DP_SOCKOPS, DP_CONNECT4, DP_CONNECT6, DP_SENDMSG4, DP_SENDMSG6,
+		DP_SOCK_CREATE, DP_CGROUP_MKDIR, DP_CGROUP_RMDIR,
+	};
+
+	for (int oi = 0; oi < DP_PROG_ATTACHED_N; oi++) {
+		enum dp_prog i = order[oi];
 		struct bpf_program *prog = datapath__skel_prog(skel, i);
 		__u8 have[BPF_TAG_SIZE], want[BPF_TAG_SIZE];
 		struct bpf_link *link;

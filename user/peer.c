@@ -323,6 +323,7 @@ struct pnode {
 	uint64_t retry_at;	/* CLOCK_MONOTONIC ms */
 	uint64_t not_before;	/* down: no new batch before */
 	bool down;
+	bool moving;		/* its client is being replaced */
 	struct kube_backoff bo;
 	struct peer_stats st;
 };
@@ -499,6 +500,10 @@ static void pnode__done(void *ctx, const struct kube_result *res)
 
 	pn->inflight = false;
 	if (res->err == -ECANCELED) {
+		if (pn->moving) {
+			pn->retry_at = 0;	/* asked again at the new address */
+			return;
+		}
 		pnode__end_batch(pn, true);	/* the peer is going away */
 		return;
 	}
@@ -509,8 +514,10 @@ static void pnode__done(void *ctx, const struct kube_result *res)
 		return;
 	}
 	if (res->status == 401 || res->status == 403) {
+		/* A rotated token reaches the nodes at different moments:
+		 * worth the retries before the batch is given up. */
 		pn->st.errors_auth++;
-		pnode__failed(pn, false);
+		pnode__failed(pn, true);
 		return;
 	}
 	if (res->status != 200) {
@@ -528,6 +535,22 @@ static void pnode__done(void *ctx, const struct kube_result *res)
 	pn->down = false;
 	pn->not_before = 0;
 	kube__backoff_reset(&pn->bo);
+}
+
+/* Wake peer__run at AT (CLOCK_MONOTONIC ms; 0: at once) unless it is
+ * due to wake earlier. */
+static void peer__arm(struct peer *p, uint64_t at)
+{
+	struct itimerspec cur, its = {};
+	uint64_t now = now_mono_ms(), d = at > now ? at - now : 1;
+
+	if (!timerfd_gettime(p->tfd, &cur) &&
+	    (cur.it_value.tv_sec || cur.it_value.tv_nsec) &&
+	    (uint64_t)cur.it_value.tv_sec * 1000 + (uint64_t)cur.it_value.tv_nsec / 1000000 <= d)
+		return;
+	its.it_value.tv_sec = (time_t)(d / 1000);
+	its.it_value.tv_nsec = (long)(d % 1000) * 1000000;
+	timerfd_settime(p->tfd, 0, &its, NULL);
 }
 
 /* Start what is due; arm the timer for what is not. */
@@ -637,9 +660,11 @@ int peer__new(const struct peer_opts *o, peer_done_fn done, void *ctx, struct pe
 	    (o->key_file && (ret = read_file(o->key_file, &p->cfg.key, err, errlen))))
 		goto fail;
 	p->cfg.token_file = (char *)o->token_file;
-	/* Peers are addressed by pod or node IP: the CA (one that signs only
-	 * sluiced certificates) is what is checked, not a host name. */
-	p->cfg.skip_host_check = true;
+	/* Peers are addressed by pod or node IP: with a CA of our own (one
+	 * that signs only sluiced certificates) the chain is what is checked,
+	 * not a host name. Without one, the system's CAs and the host name,
+	 * as for any HTTPS server: a public CA vouches for names, not peers. */
+	p->cfg.skip_host_check = o->ca_file != NULL;
 	p->epfd = epoll_create1(EPOLL_CLOEXEC);
 	p->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (p->epfd < 0 || p->tfd < 0 || epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->tfd, &ev)) {
@@ -706,24 +731,41 @@ int peer__set(struct peer *p, const char *name, const char *url, char *err, size
 	if (ret)
 		return ret;
 	if (pn) {
+		char *nurl = strdup(url);
+
+		if (!nurl) {
+			kube__free(k);
+			return -ENOMEM;
+		}
 		/* A moved peer: what waits for it is asked at the new address. */
 		epoll_ctl(p->epfd, EPOLL_CTL_DEL, kube__fd(pn->k), NULL);
+		pn->moving = true;
 		kube__free(pn->k);
+		pn->moving = false;
 		pn->k = k;
 		free(pn->url);
-		pn->url = strdup(url);
+		pn->url = nurl;
 		pn->st.url = pn->url;
 		pn->retry_at = 0;
+		pn->down = false;
+		pn->not_before = 0;
 	} else {
 		pn = calloc(1, sizeof(*pn));
-		if (!pn) {
+		if (pn) {
+			pn->name = strdup(name);
+			pn->url = strdup(url);
+		}
+		if (!pn || !pn->name || !pn->url) {
+			if (pn) {
+				free(pn->name);
+				free(pn->url);
+			}
+			free(pn);
 			kube__free(k);
 			return -ENOMEM;
 		}
 		pn->p = p;
 		pn->k = k;
-		pn->name = strdup(name);
-		pn->url = strdup(url);
 		pn->st.name = pn->name;
 		pn->st.url = pn->url;
 		pn->bo.base_ms = p->o.backoff_base_ms;
@@ -733,12 +775,12 @@ int peer__set(struct peer *p, const char *name, const char *url, char *err, size
 		p->npeers++;
 	}
 	ev.data.ptr = pn;
-	if (!pn->name || !pn->url || epoll_ctl(p->epfd, EPOLL_CTL_ADD, kube__fd(k), &ev)) {
-		ret = pn->name && pn->url ? -errno : -ENOMEM;
+	if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, kube__fd(k), &ev)) {
+		ret = -errno;
 		peer__del(p, name);
 		return ret;
 	}
-	peer__pump(p);
+	peer__arm(p, 0);
 	return 0;
 }
 
@@ -820,7 +862,9 @@ int peer__ask(struct peer *p, const struct gw_record *r)
 	}
 	ask__put(a);
 	p->waiting++;
-	peer__pump(p);
+	/* Sent from peer__run, never from here: an answer (even a failure)
+	 * must not reach the caller from inside its own ask. */
+	peer__arm(p, a->not_before);
 	return 0;
 }
 

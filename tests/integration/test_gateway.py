@@ -797,7 +797,10 @@ def test_cross_node_token(c):
         with open(tok + ".new", "w") as f:
             f.write(uuid.uuid4().hex)
         os.rename(tok + ".new", tok)
-        eq(peer_post(t.b_port, body, good)[0], 401, "old token after rotation")
+        new = open(tok).read().strip()
+        eq(peer_post(t.b_port, body, good)[0], 200, "old token within the grace after rotation")
+        eq(peer_post(t.b_port, body, new)[0], 200, "new token after rotation")
+        eq(peer_post(t.b_port, body, "y" * 32)[0], 401, "wrong token after rotation")
         two_nodes_join(t)
         eq(t.da.stop()[0], 0, "A exit")
         eq(t.db.stop()[0], 0, "B exit")
