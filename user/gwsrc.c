@@ -1,15 +1,21 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 #include <errno.h>
+#include <glob.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <cjson/cJSON.h>
 #include "gwsrc.h"
 #include "httpd.h"
 #include "tail.h"
 
 #define GWSRC_REASONS	32
+#define GWSRC_MAX_FILES	1024	/* files followed at once, all patterns */
+#define GWSRC_GLOB_EVERY 4	/* polls between two glob scans (~1 s) */
+#define GWSRC_GONE_SCANS 5	/* scans a match may be missing before it is let go */
 
 struct gwfile {
 	struct gwsrc *g;
@@ -17,6 +23,8 @@ struct gwfile {
 	char *state;		/* state file, or NULL */
 	struct tail *t;
 	struct cri_joiner cri;
+	int pattern;		/* index of the pattern that found it, or -1 */
+	unsigned int unseen;	/* scans in a row without a match */
 };
 
 struct reason {
@@ -27,7 +35,12 @@ struct reason {
 
 struct gwsrc {
 	struct gwfile *files;
-	size_t nfiles;
+	size_t nfiles, cap;
+	char **patterns;	/* --gateway-log values with glob characters */
+	size_t npatterns;
+	char *state_dir;
+	unsigned long polls;
+	uint64_t files_dropped;	/* matches past GWSRC_MAX_FILES */
 	enum gw_format format;
 	struct gw_keymap km;
 	gwsrc_record_fn fn;
@@ -113,6 +126,120 @@ static int gwsrc__file_line(void *ctx, const char *line, size_t len)
 	return 0;
 }
 
+static bool gwsrc__is_pattern(const char *path)
+{
+	return strpbrk(path, "*?[") != NULL;
+}
+
+/* Follow PATH. FROM_END: without a saved position, skip what it holds (a
+ * file that was there before us, found by a pattern). 0 or -errno. */
+static int gwsrc__add(struct gwsrc *g, const char *path, int pattern, bool from_end)
+{
+	struct tail_opts to = { .path = path, .rotate_grace_ms = -1, .from_end = from_end };
+	struct gwfile *f;
+	int rc;
+
+	if (g->nfiles == GWSRC_MAX_FILES) {
+		g->files_dropped++;
+		return -ENOSPC;
+	}
+	if (g->nfiles == g->cap) {
+		size_t cap = g->cap ? g->cap * 2 : 8;
+		struct gwfile *v = realloc(g->files, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		/* The tails' callbacks hold pointers to their gwfile. */
+		for (size_t i = 0; i < g->nfiles; i++)
+			tail__set_ctx(v[i].t, &v[i]);
+		g->files = v;
+		g->cap = cap;
+	}
+	f = &g->files[g->nfiles];
+	memset(f, 0, sizeof(*f));
+	f->g = g;
+	f->pattern = pattern;
+	f->path = strdup(path);
+	if (!f->path)
+		return -ENOMEM;
+	cri__init(&f->cri);
+	rc = tail__open(&to, gwsrc__file_line, f, &f->t);
+	if (rc) {
+		free(f->path);
+		return rc;
+	}
+	g->nfiles++;
+	if (g->state_dir) {
+		char name[4096], *s;
+
+		/* one state file per log, named after its path */
+		snprintf(name, sizeof(name), "%s", path);
+		for (s = name; *s; s++)
+			if (*s == '/')
+				*s = '_';
+		if (asprintf(&f->state, "%s/%s.pos", g->state_dir, name) < 0)
+			f->state = NULL;
+		if (f->state && !tail__load_state(f->t, f->state))
+			from_end = false;	/* resumed where it was */
+	}
+	/* "From the end" is from now, not from the first timer tick: a line
+	 * written in between is new. Nothing is delivered by this poll. */
+	if (from_end)
+		tail__poll(f->t);
+	return 0;
+}
+
+static void gwsrc__drop(struct gwsrc *g, size_t i)
+{
+	struct gwfile *f = &g->files[i];
+
+	tail__close(f->t);
+	cri__free(&f->cri);
+	if (f->state)
+		unlink(f->state);	/* the file is gone for good */
+	free(f->path);
+	free(f->state);
+	g->files[i] = g->files[--g->nfiles];
+	if (i < g->nfiles)
+		tail__set_ctx(g->files[i].t, &g->files[i]);
+}
+
+/* New matches are followed, from their start unless they were there at the
+ * first scan; files no pattern has matched for GWSRC_GONE_SCANS scans (a
+ * deleted pod's logs) are read to their end and let go. */
+static void gwsrc__scan(struct gwsrc *g, bool first)
+{
+	for (size_t i = 0; i < g->nfiles; i++)
+		if (g->files[i].pattern >= 0)
+			g->files[i].unseen++;
+	for (size_t pi = 0; pi < g->npatterns; pi++) {
+		glob_t gl;
+
+		if (glob(g->patterns[pi], GLOB_NOSORT, NULL, &gl))
+			continue;	/* GLOB_NOMATCH and errors: nothing now */
+		for (size_t m = 0; m < gl.gl_pathc; m++) {
+			size_t i;
+
+			for (i = 0; i < g->nfiles; i++)
+				if (!strcmp(g->files[i].path, gl.gl_pathv[m]))
+					break;
+			if (i < g->nfiles)
+				g->files[i].unseen = 0;
+			else
+				gwsrc__add(g, gl.gl_pathv[m], (int)pi, first);
+		}
+		globfree(&gl);
+	}
+	for (size_t i = 0; i < g->nfiles;) {
+		if (g->files[i].pattern >= 0 && g->files[i].unseen >= GWSRC_GONE_SCANS) {
+			tail__poll(g->files[i].t);
+			gwsrc__drop(g, i);
+			continue;
+		}
+		i++;
+	}
+}
+
 int gwsrc__new(const struct gwsrc_opts *o, gwsrc_record_fn fn, void *ctx, struct gwsrc **out,
 	       char *err, size_t errlen)
 {
@@ -132,43 +259,28 @@ int gwsrc__new(const struct gwsrc_opts *o, gwsrc_record_fn fn, void *ctx, struct
 		free(g);
 		return -EINVAL;
 	}
-	g->files = calloc(o->npaths ? o->npaths : 1, sizeof(*g->files));
-	if (!g->files) {
+	if (o->state_dir && !(g->state_dir = strdup(o->state_dir))) {
 		free(g);
 		return -ENOMEM;
 	}
+	g->patterns = calloc(o->npaths ? o->npaths : 1, sizeof(*g->patterns));
+	if (!g->patterns)
+		rc = -ENOMEM;
 	for (i = 0; i < o->npaths && !rc; i++) {
-		struct gwfile *f = &g->files[g->nfiles];
-		struct tail_opts to = { .path = o->paths[i], .rotate_grace_ms = -1 };
-
-		f->g = g;
-		f->path = strdup(o->paths[i]);
-		cri__init(&f->cri);
-		rc = tail__open(&to, gwsrc__file_line, f, &f->t);
-		if (rc) {
+		if (gwsrc__is_pattern(o->paths[i])) {
+			if (!(g->patterns[g->npatterns++] = strdup(o->paths[i])))
+				rc = -ENOMEM;
+			continue;
+		}
+		rc = gwsrc__add(g, o->paths[i], -1, false);
+		if (rc)
 			snprintf(err, errlen, "--gateway-log %s: %s", o->paths[i], strerror(-rc));
-			free(f->path);
-			break;
-		}
-		g->nfiles++;
-		if (o->state_dir) {
-			char name[4096], *s;
-
-			/* one state file per log, named after its path */
-			snprintf(name, sizeof(name), "%s", o->paths[i]);
-			for (s = name; *s; s++)
-				if (*s == '/')
-					*s = '_';
-			if (asprintf(&f->state, "%s/%s.pos", o->state_dir, name) < 0)
-				f->state = NULL;
-			if (f->state)
-				tail__load_state(f->t, f->state);
-		}
 	}
 	if (rc) {
 		gwsrc__free(g);
 		return rc;
 	}
+	gwsrc__scan(g, true);
 	*out = g;
 	return 0;
 }
@@ -183,12 +295,18 @@ void gwsrc__free(struct gwsrc *g)
 		free(g->files[i].path);
 		free(g->files[i].state);
 	}
+	for (size_t i = 0; i < g->npatterns; i++)
+		free(g->patterns[i]);
+	free(g->patterns);
+	free(g->state_dir);
 	free(g->files);
 	free(g);
 }
 
 int gwsrc__poll(struct gwsrc *g)
 {
+	if (g->npatterns && ++g->polls % GWSRC_GLOB_EVERY == 0)
+		gwsrc__scan(g, false);
 	for (size_t i = 0; i < g->nfiles; i++)
 		tail__poll(g->files[i].t);
 	return 0;
@@ -308,6 +426,15 @@ void gwsrc__prom(const struct gwsrc *g, struct prom *p)
 	if (g->reasons_other)
 		prom__sample(p, "sluice_gateway_lines_rejected_total", (double)g->reasons_other,
 			     "source", "any", "reason", "other", NULL);
+	if (g->npatterns) {
+		prom__help(p, "sluice_gateway_log_files", "gauge",
+			   "Gateway log files followed, the --gateway-log patterns' matches included.");
+		prom__sample(p, "sluice_gateway_log_files", (double)g->nfiles, (char *)NULL);
+		prom__help(p, "sluice_gateway_log_files_dropped_total", "counter",
+			   "Pattern matches not followed: too many files.");
+		prom__sample(p, "sluice_gateway_log_files_dropped_total", (double)g->files_dropped,
+			     (char *)NULL);
+	}
 	for (i = 0; i < g->nfiles; i++) {
 		struct tail_stats ts;
 

@@ -601,6 +601,11 @@ int tail__load_state(struct tail *t, const char *state_path)
 
 /* ---- life cycle ------------------------------------------------------ */
 
+void tail__set_ctx(struct tail *t, void *ctx)
+{
+	t->ctx = ctx;
+}
+
 int tail__open(const struct tail_opts *o, tail_line_fn cb, void *ctx, struct tail **out)
 {
 	struct tail *t;

@@ -90,6 +90,8 @@ int tail__poll(struct tail *t);
  * soon rather than at the next tick. */
 bool tail__backlog(const struct tail *t);
 void tail__stats(const struct tail *t, struct tail_stats *out);
+/* The callback's context moved (its owner was reallocated). */
+void tail__set_ctx(struct tail *t, void *ctx);
 void tail__close(struct tail *t);
 
 #endif

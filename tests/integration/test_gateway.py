@@ -668,6 +668,50 @@ def test_restart_knows_open_flows(c):
         eq(d2.stop()[0], 0, "second daemon exit")
 
 
+@suite.test
+def test_log_pattern_follows_pods(c):
+    """--gateway-log with a glob, as the DaemonSet reads gateway pods' CRI
+    logs: files there at start are read from their end, files that appear
+    (a new pod) from their start, and a deleted pod's file is let go."""
+    with Scope(c, "glob") as s:
+        pods = s.env.path("pods")
+        ev = s.env.path("glob-events.jsonl")
+
+        def cri(path, http_path):
+            line = testgw.format_line([("src.addr", "127.0.0.1:1"), ("http.method", "POST"),
+                                       ("http.path", http_path), ("http.status", 200),
+                                       ("protocol", "mcp"), ("duration", "1ms")])
+            ts = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
+            testgw.append_line(path, "%s stdout F %s" % (ts, line))
+
+        def pod_log(name):
+            d = os.path.join(pods, "agw_%s_%s" % (name, uuid.uuid4()), "agentgateway")
+            os.makedirs(d)
+            return os.path.join(d, "0.log")
+
+        def seen(http_path):
+            return records(ev, type="finding", finding="unattributed",
+                           evidence__gateway__http_path=http_path)
+
+        def files():
+            return prom_value(d.metrics()[0], "sluice_gateway_log_files")
+        a = pod_log("gw-a")
+        cri(a, "/before-start")
+        d = Daemon(s, ["--events", ev, "--gateway-log", pods + "/agw_gw-*/*/*.log",
+                       "--state-dir", s.env.path("glob-state")])
+        d.wait_ready()
+        cri(a, "/a-after-start")
+        poll(lambda: seen("/a-after-start"), 8, "a line appended to a file there at start")
+        b = pod_log("gw-b")
+        cri(b, "/b-new-pod")
+        poll(lambda: seen("/b-new-pod"), 8, "the first line of a new pod's log")
+        eq(files(), 2, "files followed")
+        eq(seen("/before-start"), [], "a line written before the daemon started")
+        shutil.rmtree(os.path.dirname(os.path.dirname(a)))
+        poll(lambda: files() == 1, 20, "the deleted pod's file let go")
+        eq(d.stop()[0], 0, "daemon exit")
+
+
 # ---------------------------------------------------------------- two nodes
 
 def peer_post(port, body, token=None, timeout=3.0):
