@@ -1008,10 +1008,14 @@ static bool corr__ask(struct correlate *c, const struct gw_record *r)
 	return true;
 }
 
-static void corr__no_local_flow(struct correlate *c, const struct gw_record *r, unsigned int *mask)
+/* Asked of the other nodes, or declared here: which of the two. */
+static enum corr_status corr__no_local_flow(struct correlate *c, const struct gw_record *r,
+					    unsigned int *mask)
 {
-	if (!corr__ask(c, r))
-		corr__unattributed(c, r, mask);
+	if (corr__ask(c, r))
+		return CORR_ASKED;
+	corr__unattributed(c, r, mask);
+	return CORR_UNATTRIBUTED;
 }
 
 static void pending__drop(struct correlate *c, struct pending *p)
@@ -1105,6 +1109,7 @@ static void corr__learn_endpoint(struct correlate *c, const struct gw_record *r,
 
 int correlate__gateway(struct correlate *c, const struct gw_record *r, struct corr_result *out)
 {
+	enum corr_status st;
 	struct pending *p;
 	struct flow *f;
 
@@ -1128,14 +1133,9 @@ int correlate__gateway(struct correlate *c, const struct gw_record *r, struct co
 	/* The established event may still be on its way, unless the clock
 	 * is already past the time it could have come by. */
 	if (c->now > r->time_ns + c->o.tolerance_ns || !c->o.max_pending) {
-		if (corr__ask(c, r)) {
-			if (out)
-				out->status = CORR_ASKED;
-			return 0;
-		}
-		corr__unattributed(c, r, out ? &out->findings : NULL);
+		st = corr__no_local_flow(c, r, out ? &out->findings : NULL);
 		if (out)
-			out->status = CORR_UNATTRIBUTED;
+			out->status = st;
 		return 0;
 	}
 	if (c->npend >= c->o.max_pending) {
@@ -1150,14 +1150,9 @@ int correlate__gateway(struct correlate *c, const struct gw_record *r, struct co
 	p = malloc(sizeof(*p));
 	if (!p) {
 		c->st.nomem++;
-		if (corr__ask(c, r)) {
-			if (out)
-				out->status = CORR_ASKED;
-			return 0;
-		}
-		corr__unattributed(c, r, out ? &out->findings : NULL);
+		st = corr__no_local_flow(c, r, out ? &out->findings : NULL);
 		if (out)
-			out->status = CORR_UNATTRIBUTED;
+			out->status = st;
 		return 0;
 	}
 	p->r = *r;

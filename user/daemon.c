@@ -45,6 +45,7 @@
 #include "httpd.h"
 #include "peer.h"
 #include "k8s.h"
+#include "kube.h"
 #include "podcg.h"
 #include "log.h"
 #include "policy.h"
@@ -1279,13 +1280,35 @@ static void daemon__corr_emit(void *ctx, const struct corr_record *rec)
 	daemon__emit_line(d, buf, n);
 }
 
+/* What the join keeps of a kernel record's workload: its cgroup (into
+ * PATH), pod, rule and class. The strings point into PATH, the name caches
+ * and the pod store: valid until the next record. */
+static void daemon__flow_meta(struct daemon *d, const struct sl_event *ev, char *path,
+			      size_t pathlen, struct corr_flow_meta *meta)
+{
+	const char *cp = events__cgroup_name(&d->render, ev->cgroup_id);
+	struct events_workload wl = {};
+	const struct sl_rule_meta *rm;
+
+	snprintf(path, pathlen, "%s", cp ? cp : "");
+	if (d->render.workload)
+		d->render.workload(d->render.workload_ctx, ev->ident_cgid, path, &wl);
+	rm = events__rule_meta(&d->render, ev->set_id, ev->rule_id);
+	meta->time_ns = ev->ts_ns + d->render.mono_to_real_ns;
+	meta->cgroup = path;
+	meta->pod_namespace = wl.ns ? wl.ns : "";
+	meta->pod_name = wl.pod ? wl.pod : "";
+	meta->service_account = wl.sa ? wl.sa : "";
+	meta->policy = rm ? rm->policy : "";
+	meta->rule = rm ? rm->rule : events__reserved_rule(ev->rule_id);
+	meta->class = rm ? rm->class : ev->class;
+}
+
 /* The kernel's side of the join: flows to gateway listeners, and connects
  * of identities whose policy names a gateway. */
 static void daemon__correlate_event(struct daemon *d, const struct sl_event *ev)
 {
 	struct corr_flow_meta meta = {};
-	const struct sl_rule_meta *rm;
-	struct events_workload wl = {};
 	const struct set_ent *s = NULL;
 	char path[PATH_MAX] = "";
 	size_t i;
@@ -1304,22 +1327,7 @@ static void daemon__correlate_event(struct daemon *d, const struct sl_event *ev)
 	if ((ev->type == SL_EV_ESTABLISHED || ev->type == SL_EV_CLOSE) &&
 	    ev->class != SL_CLASS_GATEWAY && !d->o->ngateway_addrs)
 		return;
-	rm = events__rule_meta(&d->render, ev->set_id, ev->rule_id);
-	{
-		const char *cp = events__cgroup_name(&d->render, ev->cgroup_id);
-
-		snprintf(path, sizeof(path), "%s", cp ? cp : "");
-	}
-	if (d->render.workload)
-		d->render.workload(d->render.workload_ctx, ev->ident_cgid, path, &wl);
-	meta.time_ns = ev->ts_ns + d->render.mono_to_real_ns;
-	meta.cgroup = path;
-	meta.pod_namespace = wl.ns ? wl.ns : "";
-	meta.pod_name = wl.pod ? wl.pod : "";
-	meta.service_account = wl.sa ? wl.sa : "";
-	meta.policy = rm ? rm->policy : "";
-	meta.rule = rm ? rm->rule : events__reserved_rule(ev->rule_id);
-	meta.class = rm ? rm->class : ev->class;
+	daemon__flow_meta(d, ev, path, sizeof(path), &meta);
 	meta.has_gateway = s->has_gateway;
 	meta.tools_listed = s->tools_listed;
 	meta.tools = (const char *const *)s->tools;
@@ -1336,26 +1344,11 @@ static int daemon__recover_one(void *ctx, const struct sl_event *ev)
 {
 	struct daemon *d = ctx;
 	struct corr_flow_meta meta = {};
-	const struct sl_rule_meta *rm;
-	struct events_workload wl = {};
 	char path[PATH_MAX] = "";
-	const char *cp;
 
 	if (!ev->ident_cgid || ev->sock_type)
 		return 0;	/* accepted: not an agent's side */
-	cp = events__cgroup_name(&d->render, ev->cgroup_id);
-	snprintf(path, sizeof(path), "%s", cp ? cp : "");
-	if (d->render.workload)
-		d->render.workload(d->render.workload_ctx, ev->ident_cgid, path, &wl);
-	rm = events__rule_meta(&d->render, ev->set_id, ev->rule_id);
-	meta.time_ns = ev->ts_ns + d->render.mono_to_real_ns;
-	meta.cgroup = path;
-	meta.pod_namespace = wl.ns ? wl.ns : "";
-	meta.pod_name = wl.pod ? wl.pod : "";
-	meta.service_account = wl.sa ? wl.sa : "";
-	meta.policy = rm ? rm->policy : "";
-	meta.rule = rm ? rm->rule : events__reserved_rule(ev->rule_id);
-	meta.class = rm ? rm->class : ev->class;
+	daemon__flow_meta(d, ev, path, sizeof(path), &meta);
 	/* The tools of the set it was decided by are not known here: no
 	 * drift check for these flows. */
 	meta.has_gateway = meta.class == SL_CLASS_GATEWAY;
@@ -1464,40 +1457,30 @@ static int daemon__otlp(void *ctx, const struct httpd_request *req, struct httpd
 
 static void daemon__add_fd(struct daemon *d, int fd, uint32_t events);
 
-/* The token file is read again when it changes (a rotated Secret). */
-static int daemon__peer_token(struct daemon *d)
+/* The token file is read again when it changes (a rotated Secret), with
+ * the rules the client side reads it by (kube__read_token). */
+static int daemon__peer_token(struct daemon *d, char *msg, size_t msglen)
 {
 	struct stat st;
 	char *buf;
-	FILE *f;
-	size_t n;
+	int err;
 
-	if (stat(d->o->peer_token_file, &st))
+	if (stat(d->o->peer_token_file, &st)) {
+		log__errf(msg, msglen, "%s: %s", d->o->peer_token_file, strerror(errno));
 		return -errno;
+	}
 	if (d->peer_token.data && st.st_ino == d->peer_token.ino &&
 	    st.st_mtim.tv_sec == d->peer_token.mtime.tv_sec &&
 	    st.st_mtim.tv_nsec == d->peer_token.mtime.tv_nsec)
 		return 0;
-	f = fopen(d->o->peer_token_file, "re");
-	if (!f)
-		return -errno;
-	buf = calloc(1, 4097);
-	n = buf ? fread(buf, 1, 4096, f) : 0;
-	fclose(f);
-	if (!buf)
-		return -ENOMEM;
-	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
-		buf[--n] = '\0';
-	if (!n) {
-		free(buf);
-		return -ENODATA;
-	}
+	if ((err = kube__read_token(d->o->peer_token_file, &buf, msg, msglen)))
+		return err;
 	free(d->peer_token_prev);
 	d->peer_token_prev = d->peer_token.data;
 	d->peer_token_prev_len = d->peer_token.len;
 	d->peer_token_prev_until = (time_t)(now_mono() / 1000000000ULL) + PEER_TOKEN_GRACE_S;
 	d->peer_token.data = buf;
-	d->peer_token.len = n;
+	d->peer_token.len = strlen(buf);
 	d->peer_token.ino = st.st_ino;
 	d->peer_token.mtime = st.st_mtim;
 	return 0;
@@ -1521,7 +1504,7 @@ static bool daemon__peer_authorized(struct daemon *d, const char *authz)
 
 	if (!d->o->peer_token_file)
 		return true;		/* mTLS alone: httpd checked the certificate */
-	if (daemon__peer_token(d) && !d->peer_token.data)
+	if (daemon__peer_token(d, NULL, 0) && !d->peer_token.data)
 		return false;
 	if (!authz || strncasecmp(authz, "Bearer ", 7))
 		return false;
@@ -1586,24 +1569,23 @@ static void daemon__peer_done(void *ctx, const struct gw_record *r, const struct
 	correlate__remote_done(d->corr, r, fi, why);
 }
 
-static int daemon__read_pem(const char *path, char **out)
+/* A PEM file for the lookup listener; an empty one is refused here rather
+ * than as "certificate refused" by the TLS library. */
+static int daemon__read_pem(const char *opt, const char *path, const char **out)
 {
-	FILE *f = fopen(path, "re");
-	size_t n;
+	unsigned char *data;
+	size_t len;
+	int err = kube__read_file(path, &data, &len);
 
-	*out = NULL;
-	if (!f)
-		return -errno;
-	*out = calloc(1, 1 << 20);
-	n = *out ? fread(*out, 1, (1 << 20) - 1, f) : 0;
-	fclose(f);
-	if (!*out)
-		return -ENOMEM;
-	if (!n) {
-		free(*out);
-		*out = NULL;
-		return -ENODATA;
+	if (!err && !len) {
+		free(data);
+		err = -ENODATA;
 	}
+	if (err) {
+		pr_err("%s %s: %s\n", opt, path, err == -ENODATA ? "empty" : strerror(-err));
+		return err;
+	}
+	*out = (const char *)data;
 	return 0;
 }
 
@@ -1660,7 +1642,7 @@ static int daemon__peer_setup(struct daemon *d)
 	}
 	if (o->peer_listen) {
 		struct httpd_tls tls = {};
-		bool mtls = o->peer_tls_cert && o->peer_tls_key && o->peer_tls_ca;
+		bool mtls = o->peer_tls_cert && o->peer_tls_key && o->peer_tls_ca, https;
 
 		/* The answers name pods and processes: never unauthenticated. */
 		if (!o->peer_token_file && !mtls) {
@@ -1668,22 +1650,23 @@ static int daemon__peer_setup(struct daemon *d)
 			       "--peer-tls-key and --peer-tls-ca (mTLS)\n");
 			return -EINVAL;
 		}
-		if (o->peer_token_file && (err = daemon__peer_token(d))) {
-			pr_err("--peer-token-file %s: %s\n", o->peer_token_file,
-			       err == -ENODATA ? "empty" : strerror(-err));
+		if (o->peer_token_file && (err = daemon__peer_token(d, msg, sizeof(msg)))) {
+			pr_err("--peer-token-file %s\n", msg);
 			return err;
 		}
 		if (!!o->peer_tls_cert != !!o->peer_tls_key) {
 			pr_err("--peer-tls-cert and --peer-tls-key go together\n");
 			return -EINVAL;
 		}
-		if ((o->peer_tls_cert && (err = daemon__read_pem(o->peer_tls_cert, (char **)&tls.cert_pem))) ||
-		    (o->peer_tls_key && (err = daemon__read_pem(o->peer_tls_key, (char **)&tls.key_pem))) ||
-		    (o->peer_tls_ca && (err = daemon__read_pem(o->peer_tls_ca, (char **)&tls.client_ca_pem)))) {
-			pr_err("peer TLS files: %s\n", strerror(-err));
-		} else {
-			err = httpd__start_tls(o->peer_listen, tls.cert_pem ? &tls : NULL,
-					       &d->peer_httpd, msg, sizeof(msg));
+		https = o->peer_tls_cert != NULL;
+		if (!(o->peer_tls_cert &&
+		      (err = daemon__read_pem("--peer-tls-cert", o->peer_tls_cert, &tls.cert_pem))) &&
+		    !(o->peer_tls_key &&
+		      (err = daemon__read_pem("--peer-tls-key", o->peer_tls_key, &tls.key_pem))) &&
+		    !(o->peer_tls_ca &&
+		      (err = daemon__read_pem("--peer-tls-ca", o->peer_tls_ca, &tls.client_ca_pem)))) {
+			err = httpd__start_tls(o->peer_listen, https ? &tls : NULL, &d->peer_httpd,
+					       msg, sizeof(msg));
 			if (err)
 				pr_err("--peer-listen: %s\n", msg[0] ? msg : strerror(-err));
 		}
@@ -1696,7 +1679,7 @@ static int daemon__peer_setup(struct daemon *d)
 		httpd__set_ready(d->peer_httpd, true);
 		daemon__add_fd(d, httpd__fd(d->peer_httpd), EPOLLIN);
 		pr_info("flow lookups for other nodes on %s://%s%s (port %u)%s\n",
-			tls.cert_pem ? "https" : "http", o->peer_listen, PEER_PATH,
+			https ? "https" : "http", o->peer_listen, PEER_PATH,
 			httpd__port(d->peer_httpd), mtls ? ", client certificates required" : "");
 	}
 	return 0;

@@ -16,6 +16,7 @@
 #include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include "httpd.h"
+#include "log.h"
 
 #define TEXT_PLAIN	"text/plain; charset=utf-8"
 #define BODY_MIN_CAP	(16u << 10)
@@ -48,20 +49,6 @@ struct httpd_req {
 	int reject;		/* status to answer once the body is drained */
 	bool started;
 };
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static void req_body_free(struct httpd *h, struct httpd_req *r)
 {
@@ -474,17 +461,17 @@ int httpd__start_tls(const char *addr, const struct httpd_tls *tls, struct httpd
 
 	*out = NULL;
 	if (!addr || parse_addr(addr, &sa, &any)) {
-		errf(err, errlen, "bad listen address '%s': want IP:PORT, [IPv6]:PORT or :PORT",
+		log__errf(err, errlen, "bad listen address '%s': want IP:PORT, [IPv6]:PORT or :PORT",
 		     addr ? addr : "");
 		return -EINVAL;
 	}
 	if (tls && (!tls->cert_pem || !tls->key_pem)) {
-		errf(err, errlen, "HTTPS needs a certificate and its key");
+		log__errf(err, errlen, "HTTPS needs a certificate and its key");
 		return -EINVAL;
 	}
 	h = calloc(1, sizeof(*h));
 	if (!h) {
-		errf(err, errlen, "out of memory");
+		log__errf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	h->verify_clients = tls && tls->client_ca_pem;
@@ -504,29 +491,29 @@ int httpd__start_tls(const char *addr, const struct httpd_tls *tls, struct httpd
 		/* MHD leaves the errno of the failing socket call. */
 		ret = errno ? -errno : -EIO;
 		if (tls && ret == -EIO)
-			errf(err, errlen, "cannot serve HTTPS on %s: certificate, key or CA refused",
+			log__errf(err, errlen, "cannot serve HTTPS on %s: certificate, key or CA refused",
 			     addr);
 		else
-			errf(err, errlen, "cannot listen on %s: %s", addr, strerror(-ret));
+			log__errf(err, errlen, "cannot listen on %s: %s", addr, strerror(-ret));
 		goto fail;
 	}
 	info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_EPOLL_FD);
 	if (!info || info->epoll_fd < 0) {
 		ret = -EIO;
-		errf(err, errlen, "libmicrohttpd has no epoll fd");
+		log__errf(err, errlen, "libmicrohttpd has no epoll fd");
 		goto fail;
 	}
 	h->epfd = info->epoll_fd;
 	info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
 	if (!info || !info->port) {
 		ret = -EIO;
-		errf(err, errlen, "libmicrohttpd did not report the bound port");
+		log__errf(err, errlen, "libmicrohttpd did not report the bound port");
 		goto fail;
 	}
 	h->port = info->port;
 	if ((ret = httpd__handle(h, "GET", "/healthz", healthz, h)) ||
 	    (ret = httpd__handle(h, "GET", "/readyz", readyz, h))) {
-		errf(err, errlen, "out of memory");
+		log__errf(err, errlen, "out of memory");
 		goto fail;
 	}
 	*out = h;

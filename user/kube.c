@@ -28,6 +28,7 @@
 #include <cjson/cJSON.h>
 #include <yaml.h>
 #include "kube.h"
+#include "log.h"
 
 #define NSEC_PER_MS		1000000ULL
 #define NSEC_PER_S		1000000000ULL
@@ -38,20 +39,6 @@
 #define SHORT_WATCH_NS		NSEC_PER_S
 
 /* ---------------------------------------------------------- helpers */
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static uint64_t now_ns(void)
 {
@@ -92,8 +79,7 @@ static void buf_free(struct buf *b)
 	memset(b, 0, sizeof(*b));
 }
 
-/* Whole file, NUL-terminated. */
-static int read_file(const char *path, unsigned char **out, size_t *len)
+int kube__read_file(const char *path, unsigned char **out, size_t *len)
 {
 	struct buf b = {};
 	char chunk[8192];
@@ -396,19 +382,19 @@ static int config_copy(struct kube_config *dst, const struct kube_config *src)
 	return err;
 }
 
-static int read_token(const char *path, char **out, char *err, size_t errlen)
+int kube__read_token(const char *path, char **out, char *err, size_t errlen)
 {
 	struct kube_blob b = {};
 	int rc;
 
-	rc = read_file(path, &b.data, &b.len);
+	rc = kube__read_file(path, &b.data, &b.len);
 	if (rc) {
-		errf(err, errlen, "%s: %s", path, strerror(-rc));
+		log__errf(err, errlen, "%s: %s", path, strerror(-rc));
 		return rc;
 	}
 	rc = token_clean((char *)b.data);
 	if (rc) {
-		errf(err, errlen, "%s: %s", path,
+		log__errf(err, errlen, "%s: %s", path,
 		     rc == -ENODATA ? "empty token" : "token has control characters");
 		free(b.data);
 		return -EINVAL;
@@ -429,12 +415,12 @@ int kube__config_incluster(const char *sa_dir, struct kube_config *cfg, char *er
 	if (!sa_dir)
 		sa_dir = KUBE_SA_DIR;
 	if (!host || !*host || !port || !*port) {
-		errf(err, errlen, "KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set: "
+		log__errf(err, errlen, "KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set: "
 		     "not in a pod (give a kubeconfig instead)");
 		return -ENOENT;
 	}
 	if (strspn(port, "0123456789") != strlen(port)) {
-		errf(err, errlen, "KUBERNETES_SERVICE_PORT: not a port number: %s", port);
+		log__errf(err, errlen, "KUBERNETES_SERVICE_PORT: not a port number: %s", port);
 		return -EINVAL;
 	}
 	if (asprintf(&cfg->server, strchr(host, ':') ? "https://[%s]:%s" : "https://%s:%s",
@@ -447,20 +433,20 @@ int kube__config_incluster(const char *sa_dir, struct kube_config *cfg, char *er
 		rc = -ENOMEM;
 		goto fail;
 	}
-	if ((rc = read_token(path, &cfg->token, err, errlen)))
+	if ((rc = kube__read_token(path, &cfg->token, err, errlen)))
 		goto fail;
 	snprintf(path, sizeof(path), "%s/ca.crt", sa_dir);
-	if ((rc = read_file(path, &cfg->ca.data, &cfg->ca.len))) {
-		errf(err, errlen, "%s: %s", path, strerror(-rc));
+	if ((rc = kube__read_file(path, &cfg->ca.data, &cfg->ca.len))) {
+		log__errf(err, errlen, "%s: %s", path, strerror(-rc));
 		goto fail;
 	}
 	if (!is_pem(&cfg->ca)) {
-		errf(err, errlen, "%s: no PEM certificate in it", path);
+		log__errf(err, errlen, "%s: no PEM certificate in it", path);
 		rc = -EINVAL;
 		goto fail;
 	}
 	snprintf(path, sizeof(path), "%s/namespace", sa_dir);
-	if (!read_file(path, &ns.data, &ns.len)) {
+	if (!kube__read_file(path, &ns.data, &ns.len)) {
 		if (!token_clean((char *)ns.data))
 			cfg->ns = (char *)ns.data;
 		else
@@ -519,7 +505,7 @@ static int kc_str(struct kc *kc, yaml_node_t *m, const char *where, const char *
 	if (kc_null(n))
 		return 0;
 	if (n->type != YAML_SCALAR_NODE) {
-		errf(kc->err, kc->errlen, "%s: %s%s%s: expected a string (line %zu)", kc->path, where,
+		log__errf(kc->err, kc->errlen, "%s: %s%s%s: expected a string (line %zu)", kc->path, where,
 		     *where ? "." : "", key, n->start_mark.line + 1);
 		return -EINVAL;
 	}
@@ -538,7 +524,7 @@ static int kc_bool(struct kc *kc, yaml_node_t *m, const char *where, const char 
 	if (!strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on")) {
 		*out = true;
 	} else if (strcasecmp(v, "false") && strcasecmp(v, "no") && strcasecmp(v, "off")) {
-		errf(kc->err, kc->errlen, "%s: %s.%s: expected true or false, not \"%s\"", kc->path,
+		log__errf(kc->err, kc->errlen, "%s: %s.%s: expected true or false, not \"%s\"", kc->path,
 		     where, key, v);
 		return -EINVAL;
 	}
@@ -564,17 +550,17 @@ static int kc_named(struct kc *kc, const char *list, const char *name, const cha
 				continue;
 			*out = kc_get(kc, e, what);
 			if (!*out || (*out)->type != YAML_MAPPING_NODE) {
-				errf(kc->err, kc->errlen, "%s: %s[%s].%s: missing or not a mapping",
+				log__errf(kc->err, kc->errlen, "%s: %s[%s].%s: missing or not a mapping",
 				     kc->path, list, name, what);
 				return -EINVAL;
 			}
 			return 0;
 		}
 	} else if (!kc_null(seq)) {
-		errf(kc->err, kc->errlen, "%s: %s: expected a list", kc->path, list);
+		log__errf(kc->err, kc->errlen, "%s: %s: expected a list", kc->path, list);
 		return -EINVAL;
 	}
-	errf(kc->err, kc->errlen, "%s: %s: no entry named \"%s\"", kc->path, list, name);
+	log__errf(kc->err, kc->errlen, "%s: %s: no entry named \"%s\"", kc->path, list, name);
 	return -ENOENT;
 }
 
@@ -592,13 +578,13 @@ static int kc_pem(struct kc *kc, yaml_node_t *m, const char *where, const char *
 	if (data) {
 		err = b64_decode(data, out);
 		if (err == -EINVAL) {
-			errf(kc->err, kc->errlen, "%s: %s.%s: invalid base64", kc->path, where, data_key);
+			log__errf(kc->err, kc->errlen, "%s: %s.%s: invalid base64", kc->path, where, data_key);
 			return err;
 		}
 		if (err)
 			return err;
 		if (!is_pem(out)) {
-			errf(kc->err, kc->errlen, "%s: %s.%s: no PEM block in the decoded data",
+			log__errf(kc->err, kc->errlen, "%s: %s.%s: no PEM block in the decoded data",
 			     kc->path, where, data_key);
 			return -EINVAL;
 		}
@@ -610,14 +596,14 @@ static int kc_pem(struct kc *kc, yaml_node_t *m, const char *where, const char *
 		snprintf(path, sizeof(path), "%s", file);
 	else
 		snprintf(path, sizeof(path), "%s/%s", kc->dir, file);
-	err = read_file(path, &out->data, &out->len);
+	err = kube__read_file(path, &out->data, &out->len);
 	if (err) {
-		errf(kc->err, kc->errlen, "%s: %s.%s: cannot read %s: %s", kc->path, where, file_key,
+		log__errf(kc->err, kc->errlen, "%s: %s.%s: cannot read %s: %s", kc->path, where, file_key,
 		     path, strerror(-err));
 		return err;
 	}
 	if (!is_pem(out)) {
-		errf(kc->err, kc->errlen, "%s: %s.%s: no PEM block in %s", kc->path, where, file_key,
+		log__errf(kc->err, kc->errlen, "%s: %s.%s: no PEM block in %s", kc->path, where, file_key,
 		     path);
 		return -EINVAL;
 	}
@@ -638,11 +624,11 @@ static int kc_cluster(struct kc *kc, const char *name, struct kube_config *cfg)
 	if ((err = kc_str(kc, c, where, "server", &server)))
 		return err;
 	if (!server) {
-		errf(kc->err, kc->errlen, "%s: %s.server is missing", kc->path, where);
+		log__errf(kc->err, kc->errlen, "%s: %s.server is missing", kc->path, where);
 		return -EINVAL;
 	}
 	if (strncmp(server, "https://", 8) && strncmp(server, "http://", 7)) {
-		errf(kc->err, kc->errlen, "%s: %s.server: not an http(s) URL: %s", kc->path, where,
+		log__errf(kc->err, kc->errlen, "%s: %s.server: not an http(s) URL: %s", kc->path, where,
 		     server);
 		return -EINVAL;
 	}
@@ -656,7 +642,7 @@ static int kc_cluster(struct kc *kc, const char *name, struct kube_config *cfg)
 		if ((err = kc_str(kc, c, where, *u, &v)))
 			return err;
 		if (v) {
-			errf(kc->err, kc->errlen, "%s: %s.%s is not supported", kc->path, where, *u);
+			log__errf(kc->err, kc->errlen, "%s: %s.%s is not supported", kc->path, where, *u);
 			return -EOPNOTSUPP;
 		}
 	}
@@ -666,7 +652,7 @@ static int kc_cluster(struct kc *kc, const char *name, struct kube_config *cfg)
 		return err;
 	if (cfg->insecure && cfg->ca.data) {
 		/* as client-go: a CA and no verification contradict each other */
-		errf(kc->err, kc->errlen,
+		log__errf(kc->err, kc->errlen,
 		     "%s: %s: certificate-authority(-data) and insecure-skip-tls-verify together",
 		     kc->path, where);
 		return -EINVAL;
@@ -688,7 +674,7 @@ static int kc_user(struct kc *kc, const char *name, struct kube_config *cfg)
 							 "password", NULL };
 	     *x; x++)
 		if (!kc_null(kc_get(kc, u, *x))) {
-			errf(kc->err, kc->errlen,
+			log__errf(kc->err, kc->errlen,
 			     "%s: %s.%s is not supported: use token, tokenFile or a client certificate",
 			     kc->path, where, *x);
 			return -EOPNOTSUPP;
@@ -700,7 +686,7 @@ static int kc_user(struct kc *kc, const char *name, struct kube_config *cfg)
 		if (!(cfg->token = strdup(token)))
 			return -ENOMEM;
 		if (token_clean(cfg->token)) {
-			errf(kc->err, kc->errlen, "%s: %s.token: empty or has control characters",
+			log__errf(kc->err, kc->errlen, "%s: %s.token: empty or has control characters",
 			     kc->path, where);
 			return -EINVAL;
 		}
@@ -718,8 +704,8 @@ static int kc_user(struct kc *kc, const char *name, struct kube_config *cfg)
 		if (!token) {
 			char msg[PATH_MAX + 64];
 
-			if ((err = read_token(path, &cfg->token, msg, sizeof(msg)))) {
-				errf(kc->err, kc->errlen, "%s: %s.tokenFile: %s", kc->path, where, msg);
+			if ((err = kube__read_token(path, &cfg->token, msg, sizeof(msg)))) {
+				log__errf(kc->err, kc->errlen, "%s: %s.tokenFile: %s", kc->path, where, msg);
 				return err;
 			}
 		}
@@ -729,7 +715,7 @@ static int kc_user(struct kc *kc, const char *name, struct kube_config *cfg)
 	    (err = kc_pem(kc, u, where, "client-key-data", "client-key", &cfg->key)))
 		return err;
 	if (!cfg->cert.data != !cfg->key.data) {
-		errf(kc->err, kc->errlen, "%s: %s: %s without %s", kc->path, where,
+		log__errf(kc->err, kc->errlen, "%s: %s: %s without %s", kc->path, where,
 		     cfg->cert.data ? "client-certificate" : "client-key",
 		     cfg->cert.data ? "client-key" : "client-certificate");
 		return -EINVAL;
@@ -754,7 +740,7 @@ int kube__config_kubeconfig(const char *path, const char *context, struct kube_c
 
 		if (env && *env) {
 			if (strchr(env, ':')) {
-				errf(err, errlen, "KUBECONFIG: a list of files is not supported: %s", env);
+				log__errf(err, errlen, "KUBECONFIG: a list of files is not supported: %s", env);
 				return -EOPNOTSUPP;
 			}
 			path = env;
@@ -762,7 +748,7 @@ int kube__config_kubeconfig(const char *path, const char *context, struct kube_c
 			snprintf(defpath, sizeof(defpath), "%s/.kube/config", home);
 			path = defpath;
 		} else {
-			errf(err, errlen, "no kubeconfig: neither KUBECONFIG nor HOME is set");
+			log__errf(err, errlen, "no kubeconfig: neither KUBECONFIG nor HOME is set");
 			return -ENOENT;
 		}
 	}
@@ -781,7 +767,7 @@ int kube__config_kubeconfig(const char *path, const char *context, struct kube_c
 	f = fopen(path, "re");
 	if (!f) {
 		rc = -errno;
-		errf(err, errlen, "%s: %s", path, strerror(-rc));
+		log__errf(err, errlen, "%s: %s", path, strerror(-rc));
 		return rc;
 	}
 	if (!yaml_parser_initialize(&parser)) {
@@ -790,7 +776,7 @@ int kube__config_kubeconfig(const char *path, const char *context, struct kube_c
 	}
 	yaml_parser_set_input_file(&parser, f);
 	if (!yaml_parser_load(&parser, &kc.doc)) {
-		errf(err, errlen, "%s:%zu:%zu: %s", path, parser.problem_mark.line + 1,
+		log__errf(err, errlen, "%s:%zu:%zu: %s", path, parser.problem_mark.line + 1,
 		     parser.problem_mark.column + 1, parser.problem ? parser.problem : "invalid YAML");
 		yaml_parser_delete(&parser);
 		fclose(f);
@@ -801,7 +787,7 @@ int kube__config_kubeconfig(const char *path, const char *context, struct kube_c
 
 	root = yaml_document_get_root_node(&kc.doc);
 	if (!root || root->type != YAML_MAPPING_NODE) {
-		errf(err, errlen, "%s: not a kubeconfig (expected a mapping)", path);
+		log__errf(err, errlen, "%s: not a kubeconfig (expected a mapping)", path);
 		rc = -EINVAL;
 		goto out;
 	}
@@ -809,7 +795,7 @@ int kube__config_kubeconfig(const char *path, const char *context, struct kube_c
 		if ((rc = kc_str(&kc, root, "", "current-context", &context)))
 			goto out;
 		if (!context) {
-			errf(err, errlen, "%s: current-context is not set (and no context was given)",
+			log__errf(err, errlen, "%s: current-context is not set (and no context was given)",
 			     path);
 			rc = -EINVAL;
 			goto out;
@@ -823,7 +809,7 @@ int kube__config_kubeconfig(const char *path, const char *context, struct kube_c
 	    (rc = kc_str(&kc, ctx, where, "namespace", &ns)))
 		goto out;
 	if (!cluster) {
-		errf(err, errlen, "%s: %s.cluster is missing", path, where);
+		log__errf(err, errlen, "%s: %s.cluster is missing", path, where);
 		rc = -EINVAL;
 		goto out;
 	}
@@ -971,7 +957,7 @@ static int kube__token_check(struct kube *k, bool force)
 	    st.st_size == k->tst.st_size && st.st_mtim.tv_sec == k->tst.st_mtim.tv_sec &&
 	    st.st_mtim.tv_nsec == k->tst.st_mtim.tv_nsec)
 		return 0;
-	err = read_token(k->cfg.token_file, &tok, NULL, 0);
+	err = kube__read_token(k->cfg.token_file, &tok, NULL, 0);
 	if (err)
 		return err;
 	k->tst = st;
@@ -1918,11 +1904,11 @@ int kube__new(const struct kube_config *cfg, const struct kube_opts *opts, struc
 	int rc;
 
 	if (!cfg->server || (strncmp(cfg->server, "https://", 8) && strncmp(cfg->server, "http://", 7))) {
-		errf(err, errlen, "no API server URL (http:// or https://)");
+		log__errf(err, errlen, "no API server URL (http:// or https://)");
 		return -EINVAL;
 	}
 	if (!cfg->cert.data != !cfg->key.data) {
-		errf(err, errlen, "a client certificate needs its key, and a key its certificate");
+		log__errf(err, errlen, "a client certificate needs its key, and a key its certificate");
 		return -EINVAL;
 	}
 	k = calloc(1, sizeof(*k));
@@ -1953,14 +1939,14 @@ int kube__new(const struct kube_config *cfg, const struct kube_opts *opts, struc
 	if (!rc)
 		rc = str_dup(&k->ua, opts && opts->user_agent ? opts->user_agent : "sluice");
 	if (rc) {
-		errf(err, errlen, "out of memory");
+		log__errf(err, errlen, "out of memory");
 		goto fail;
 	}
 	if (k->cfg.token_file) {
 		/* the file as of now is the baseline for "changed" */
 		rc = kube__token_check(k, true);
 		if (rc < 0 && !k->cfg.token) {
-			errf(err, errlen, "%s: %s", k->cfg.token_file, strerror(-rc));
+			log__errf(err, errlen, "%s: %s", k->cfg.token_file, strerror(-rc));
 			goto fail;
 		}
 		k->st.token_reloads = 0;
@@ -1969,7 +1955,7 @@ int kube__new(const struct kube_config *cfg, const struct kube_opts *opts, struc
 		k->rng = now_ns() ^ (uint64_t)getpid() << 32;
 	k->rng |= 1;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT)) {
-		errf(err, errlen, "libcurl initialisation failed");
+		log__errf(err, errlen, "libcurl initialisation failed");
 		rc = -EIO;
 		goto fail;
 	}
@@ -1979,13 +1965,13 @@ int kube__new(const struct kube_config *cfg, const struct kube_opts *opts, struc
 	k->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (!k->multi || k->epfd < 0 || k->tfd < 0) {
 		rc = k->multi ? -errno : -ENOMEM;
-		errf(err, errlen, "cannot set up the event loop: %s", strerror(-rc));
+		log__errf(err, errlen, "cannot set up the event loop: %s", strerror(-rc));
 		goto fail;
 	}
 	ev.data.fd = k->tfd;
 	if (epoll_ctl(k->epfd, EPOLL_CTL_ADD, k->tfd, &ev)) {
 		rc = -errno;
-		errf(err, errlen, "cannot set up the event loop: %s", strerror(-rc));
+		log__errf(err, errlen, "cannot set up the event loop: %s", strerror(-rc));
 		goto fail;
 	}
 	curl_multi_setopt(k->multi, CURLMOPT_SOCKETFUNCTION, kube__sock_cb);

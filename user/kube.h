@@ -65,6 +65,13 @@ int kube__config_incluster(const char *sa_dir, struct kube_config *cfg, char *er
 int kube__config_kubeconfig(const char *path, const char *context, struct kube_config *cfg,
 			    char *err, size_t errlen);
 void kube__config_free(struct kube_config *cfg);
+/* The whole file at PATH (at most 1 MiB), NUL-terminated, malloc'd.
+ * 0 or -errno (-EFBIG beyond the bound). */
+int kube__read_file(const char *path, unsigned char **out, size_t *len);
+/* A bearer token from PATH: surrounding white space removed; empty, or
+ * with characters that could end a header, refused (-EINVAL, ERR says
+ * which). 0 or -errno. */
+int kube__read_token(const char *path, char **out, char *err, size_t errlen);
 
 /* ---------------------------------------------------------- client */
 

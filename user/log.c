@@ -7,6 +7,17 @@
 
 static int log_level = LOG_WARN;
 
+void log__errf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
 void log__set_level(int level)
 {
 	log_level = level;

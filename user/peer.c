@@ -4,7 +4,6 @@
  * kube, whose one-shot requests are plain HTTP) per peer. */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,23 +16,10 @@
 #include <cjson/cJSON.h>
 #include "events.h"
 #include "kube.h"
+#include "log.h"
 #include "peer.h"
 
 #define PEER_TOOLS_MAX	((int)(sizeof(((struct peer_flow *)0)->tools) / sizeof(char *)))
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static uint64_t now_mono_ms(void)
 {
@@ -238,17 +224,17 @@ int peer__serve(const char *node, const char *body, size_t len, peer_lookup_fn f
 
 	*out = NULL;
 	if (!req) {
-		errf(err, errlen, "not JSON");
+		log__errf(err, errlen, "not JSON");
 		return -EINVAL;
 	}
 	lookups = cJSON_GetObjectItemCaseSensitive(req, "lookups");
 	if (!cJSON_IsArray(lookups)) {
-		errf(err, errlen, "\"lookups\": want an array");
+		log__errf(err, errlen, "\"lookups\": want an array");
 		goto out;
 	}
 	n = cJSON_GetArraySize(lookups);
 	if (n > PEER_MAX_LOOKUPS) {
-		errf(err, errlen, "\"lookups\": %d, at most %d per request", n, PEER_MAX_LOOKUPS);
+		log__errf(err, errlen, "\"lookups\": %d, at most %d per request", n, PEER_MAX_LOOKUPS);
 		goto out;
 	}
 	ls = calloc(n ? n : 1, sizeof(*ls));
@@ -260,11 +246,11 @@ int peer__serve(const char *node, const char *body, size_t len, peer_lookup_fn f
 	i = 0;
 	cJSON_ArrayForEach(l, lookups) {
 		if (get_addr(l, "peer", ls[i].addr, &ls[i].port) || !ls[i].port) {
-			errf(err, errlen, "lookups[%d].peer: want IP:PORT or [IPv6]:PORT", i);
+			log__errf(err, errlen, "lookups[%d].peer: want IP:PORT or [IPv6]:PORT", i);
 			goto out;
 		}
 		if (get_u64(l, "start_ns", &ls[i].start)) {
-			errf(err, errlen, "lookups[%d].start_ns: want a decimal string", i);
+			log__errf(err, errlen, "lookups[%d].start_ns: want a decimal string", i);
 			goto out;
 		}
 		i++;
@@ -291,7 +277,7 @@ int peer__serve(const char *node, const char *body, size_t len, peer_lookup_fn f
 	ret = *out ? 0 : -ENOMEM;
 out:
 	if (ret == -ENOMEM)
-		errf(err, errlen, "out of memory");
+		log__errf(err, errlen, "out of memory");
 	free(ls);
 	cJSON_Delete(ans);
 	cJSON_Delete(req);
@@ -539,25 +525,31 @@ static void pnode__done(void *ctx, const struct kube_result *res)
 
 /* Wake peer__run at AT (CLOCK_MONOTONIC ms; 0: at once) unless it is
  * due to wake earlier. */
+/* The timer fires in MS milliseconds; 0 disarms it. */
+static void peer__timer(struct peer *p, uint64_t ms)
+{
+	struct itimerspec its = { .it_value = { .tv_sec = (time_t)(ms / 1000),
+						.tv_nsec = (long)(ms % 1000) * 1000000 } };
+
+	timerfd_settime(p->tfd, 0, &its, NULL);
+}
+
 static void peer__arm(struct peer *p, uint64_t at)
 {
-	struct itimerspec cur, its = {};
+	struct itimerspec cur;
 	uint64_t now = now_mono_ms(), d = at > now ? at - now : 1;
 
 	if (!timerfd_gettime(p->tfd, &cur) &&
 	    (cur.it_value.tv_sec || cur.it_value.tv_nsec) &&
 	    (uint64_t)cur.it_value.tv_sec * 1000 + (uint64_t)cur.it_value.tv_nsec / 1000000 <= d)
 		return;
-	its.it_value.tv_sec = (time_t)(d / 1000);
-	its.it_value.tv_nsec = (long)(d % 1000) * 1000000;
-	timerfd_settime(p->tfd, 0, &its, NULL);
+	peer__timer(p, d);
 }
 
 /* Start what is due; arm the timer for what is not. */
 static void peer__pump(struct peer *p)
 {
 	uint64_t now = now_mono_ms(), next = UINT64_MAX;
-	struct itimerspec its = {};
 
 	for (struct pnode *pn = p->peers; pn; pn = pn->next) {
 		if (pn->inflight)
@@ -594,38 +586,16 @@ static void peer__pump(struct peer *p)
 		if (!pn->nbatch && pn->qlen && pn->q[pn->qhead]->not_before < next)
 			next = pn->q[pn->qhead]->not_before;
 	}
-	if (next != UINT64_MAX) {
-		uint64_t d = next > now ? next - now : 1;
-
-		its.it_value.tv_sec = d / 1000;
-		its.it_value.tv_nsec = (long)(d % 1000) * 1000000;
-	}
-	timerfd_settime(p->tfd, 0, &its, NULL);
+	peer__timer(p, next == UINT64_MAX ? 0 : next > now ? next - now : 1);
 }
 
 static int read_file(const char *path, struct kube_blob *b, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "re");
-	long n;
+	int rc = kube__read_file(path, &b->data, &b->len);
 
-	if (!f) {
-		errf(err, errlen, "%s: %s", path, strerror(errno));
-		return -errno;
-	}
-	if (fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) ||
-	    !(b->data = malloc((size_t)n + 1)) || fread(b->data, 1, (size_t)n, f) != (size_t)n) {
-		int e = errno ? errno : EIO;
-
-		fclose(f);
-		free(b->data);
-		b->data = NULL;
-		errf(err, errlen, "%s: %s", path, strerror(e));
-		return -e;
-	}
-	fclose(f);
-	b->data[n] = '\0';
-	b->len = (size_t)n;
-	return 0;
+	if (rc)
+		log__errf(err, errlen, "%s: %s", path, strerror(-rc));
+	return rc;
 }
 
 int peer__new(const struct peer_opts *o, peer_done_fn done, void *ctx, struct peer **out,
@@ -651,7 +621,7 @@ int peer__new(const struct peer_opts *o, peer_done_fn done, void *ctx, struct pe
 	DEF(max_queue, 16384);
 #undef DEF
 	if (!!o->cert_file != !!o->key_file) {
-		errf(err, errlen, "a client certificate needs its key, and a key its certificate");
+		log__errf(err, errlen, "a client certificate needs its key, and a key its certificate");
 		ret = -EINVAL;
 		goto fail;
 	}
@@ -669,7 +639,7 @@ int peer__new(const struct peer_opts *o, peer_done_fn done, void *ctx, struct pe
 	p->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (p->epfd < 0 || p->tfd < 0 || epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->tfd, &ev)) {
 		ret = -errno;
-		errf(err, errlen, "%s", strerror(errno));
+		log__errf(err, errlen, "%s", strerror(errno));
 		goto fail;
 	}
 	if (getrandom(&p->rng, sizeof(p->rng), GRND_NONBLOCK) != sizeof(p->rng))

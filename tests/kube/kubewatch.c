@@ -16,8 +16,8 @@
  * Commands in, one per line: "stats", "del N", "request ID METHOD PATH [JSON]",
  * "quit". Stdin EOF or SIGTERM: kube__free and exit 0.
  *
- * Build: gcc -D_GNU_SOURCE -Iuser tests/kube/kubewatch.c user/kube.c
- *        $(pkg-config --cflags --libs libcurl libcjson yaml-0.1)
+ * Build: gcc -D_GNU_SOURCE -Iuser tests/kube/kubewatch.c user/kube.c user/log.c
+ *        $(pkg-config --cflags --libs libcurl libcjson yaml-0.1 libbpf)
  */
 #include <errno.h>
 #include <signal.h>

@@ -27,8 +27,10 @@ sys.path.insert(0, HERE)
 from kubetest import FIXTURES, ApiServer, pod, service  # noqa: E402
 
 KUBEWATCH = os.path.join(REPO, "build", "kube", "kubewatch")
+# kube.c reports errors through log.c's log__errf
 SOURCES = [os.path.join(HERE, "kubewatch.c"), os.path.join(REPO, "user", "kube.c"),
-           os.path.join(REPO, "user", "kube.h")]
+           os.path.join(REPO, "user", "log.c"), os.path.join(REPO, "user", "kube.h"),
+           os.path.join(REPO, "user", "log.h")]
 PODS = "/api/v1/pods"
 FAST = ["--stall-ms", "1000", "--backoff-base-ms", "100", "--backoff-max-ms", "1000"]
 
@@ -39,13 +41,13 @@ def build():
         return
     os.makedirs(os.path.dirname(KUBEWATCH), exist_ok=True)
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libcurl", "libcjson",
-                            "yaml-0.1"], check=True, stdout=subprocess.PIPE,
+                            "yaml-0.1", "libbpf"], check=True, stdout=subprocess.PIPE,
                            text=True).stdout.split()
     subprocess.run(["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
                     "-fno-sanitize-recover=all", "-Wall", "-Wextra", "-Werror",
                     "-Wno-unused-parameter", "-Wshadow", "-Wformat=2", "-Wno-format-truncation",
                     "-D_GNU_SOURCE", "-I" + os.path.join(REPO, "user"), SOURCES[0], SOURCES[1],
-                    "-o", KUBEWATCH] + flags, check=True)
+                    SOURCES[2], "-o", KUBEWATCH] + flags, check=True)
 
 
 def write_kubeconfig(path, server, token=None, token_file=None, ca=None, ca_data=None,
