@@ -169,7 +169,7 @@ static void rule__add(struct cbuild *b, const char *policy, const char *name, ui
 	struct rinfo *ri = &b->rinfo[idx];
 	size_t need = nports ? nports : 1;
 
-	r->rule_id = SL_RULE_FIRST + idx;
+	r->rule_id = COMPILE_RULE_ID(idx);
 	str_copy(r->meta.policy, sizeof(r->meta.policy), policy);
 	str_copy(r->meta.rule, sizeof(r->meta.rule), name ? name : "");
 	r->meta.class = class;

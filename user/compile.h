@@ -47,7 +47,11 @@ struct compile_entry {
 	struct sl_lpm_val val;
 };
 
-/* One rule id's names; rule ids start at SL_RULE_FIRST and are dense. */
+/* The id of a set's I-th rule: ids are dense from SL_RULE_FIRST, so that a
+ * set's names are found (and deleted) from its rule count alone. */
+#define COMPILE_RULE_ID(i) ((uint32_t)SL_RULE_FIRST + (uint32_t)(i))
+
+/* One rule id's names; rule ids are COMPILE_RULE_ID(index). */
 struct compile_rule {
 	uint32_t rule_id;
 	struct sl_rule_meta meta;

@@ -73,10 +73,10 @@ struct pfile {
 struct set_ent {
 	char *key;		/* the selecting docs' ids, '\n' separated */
 	uint32_t set_id;
-	struct sl_lpm_key *lpm_keys;	/* as written; NULL: adopted, unknown */
-	size_t nlpm_keys;
+	struct dp_set_state st;	/* as written, for patches and deletion */
 	uint32_t flags;
 	bool used;
+	bool stale;		/* its docs changed: recompiled and patched when next used */
 	/* for the gateway join */
 	bool has_gateway;	/* a rule of class gateway */
 	bool tools_listed;	/* some rule lists MCP tools */
@@ -162,6 +162,7 @@ struct daemon {
 	struct vcount *vcounts[256];
 	uint64_t events_read, events_render_fail, follower_drops;
 	uint64_t policy_load_errors, reconciles, reconcile_errors;
+	uint64_t set_patches, set_replacements;
 	uint64_t identities, kernel_identities;
 	uint64_t start_ns;
 };
@@ -317,9 +318,10 @@ static void daemon__file_load(struct daemon *d, const char *name)
 	f->has_good = true;
 	d->dirty = true;
 	/* Sets are cached by the ids of their docs: a changed doc keeps its
-	 * id, so every set is rebuilt (as on an fqdn change). */
+	 * id, so every set is recompiled (as on an fqdn change) and written
+	 * where it differs. */
 	for (size_t k = 0; k < d->nsets; k++)
-		d->sets[k].key[0] = '\0';
+		d->sets[k].stale = true;
 	pr_info("policy file %s: %zu %s loaded\n", name, set.ndocs,
 		set.ndocs == 1 ? "policy" : "policies");
 }
@@ -408,16 +410,22 @@ static int daemon__service_cb(void *ctx, const char *ns, const char *name,
 	return k8s__service_addrs(ctx, ns, name, out, n);
 }
 
-static void daemon__set_free(struct set_ent *e)
+static void daemon__set_tools_free(struct set_ent *e)
 {
-	free(e->lpm_keys);
-	e->lpm_keys = NULL;
 	for (size_t i = 0; i < e->ntools; i++)
 		free(e->tools[i]);
 	free(e->tools);
-	free(e->key);
 	e->tools = NULL;
 	e->ntools = 0;
+	e->tools_listed = false;
+	e->has_gateway = false;
+}
+
+static void daemon__set_free(struct set_ent *e)
+{
+	datapath__set_state_free(&e->st);
+	daemon__set_tools_free(e);
+	free(e->key);
 	e->key = NULL;
 }
 
@@ -464,35 +472,30 @@ static void daemon__set_gateway_info(struct daemon *d, struct set_ent *e,
 	}
 }
 
-/* The set for the docs named in KEY (compiled once per reconcile round). */
-static struct set_ent *daemon__set(struct daemon *d, struct docref *docs, size_t ndocs,
-				   const char *key)
+/* Compile the set of the docs named in KEY; its selecting policies into
+ * POLICIES. 0 or -errno, logged. */
+static int daemon__compile(struct daemon *d, struct docref *docs, size_t ndocs, const char *key,
+			   const struct pol_doc ***sel, size_t *nsel, struct compiled *c,
+			   char *policies, size_t plen)
 {
-	const struct pol_doc **sel = NULL;
 	struct compile_input in = { .resolve = daemon__fqdn_cb, .resolve_ctx = d->fqdn };
-	struct compiled c = {};
-	struct set_ent *e;
-	char err[512] = "", policies[128] = "";
-	const struct pol_doc **sel_docs;
-	size_t i, nsel = 0, nsel_docs;
+	char err[512] = "";
+	size_t i;
 	int rc;
 
-	for (i = 0; i < d->nsets; i++)
-		if (!strcmp(d->sets[i].key, key)) {
-			d->sets[i].used = true;
-			return &d->sets[i];
-		}
-	sel = calloc(ndocs + 1, sizeof(*sel));
-	if (!sel)
-		return NULL;
+	*nsel = 0;
+	policies[0] = '\0';
+	*sel = calloc(ndocs + 1, sizeof(**sel));
+	if (!*sel)
+		return -ENOMEM;
 	for (i = 0; i < ndocs; i++) {
 		char needle[170];
 
 		snprintf(needle, sizeof(needle), "\n%s\n", docs[i].id);
 		if (!strstr(key, needle))
 			continue;
-		sel[nsel++] = docs[i].doc;
-		snprintf(policies + strlen(policies), sizeof(policies) - strlen(policies), "%s%s",
+		(*sel)[(*nsel)++] = docs[i].doc;
+		snprintf(policies + strlen(policies), plen - strlen(policies), "%s%s",
 			 policies[0] ? "," : "", docs[i].id);
 	}
 	fqdn__resolvers(d->fqdn, &in.resolvers, &in.nresolvers);
@@ -500,15 +503,89 @@ static struct set_ent *daemon__set(struct daemon *d, struct docref *docs, size_t
 		in.resolve_service = daemon__service_cb;
 		in.service_ctx = d->k8s;
 	}
-	in.docs = sel;
-	in.ndocs = nsel;
-	rc = compile__build(&in, &c, err, sizeof(err));
-	sel_docs = sel;
-	nsel_docs = nsel;
+	in.docs = *sel;
+	in.ndocs = *nsel;
+	rc = compile__build(&in, c, err, sizeof(err));
 	if (rc) {
-		free(sel);
+		free(*sel);
+		*sel = NULL;
 		pr_err("cannot compile policies %s: %s\n", policies, err[0] ? err : strerror(-rc));
-		return NULL;
+	}
+	return rc;
+}
+
+/* Can E take C in place? Every rule both have must keep its names: events
+ * already in the ring carry its id. */
+static bool daemon__patchable(struct daemon *d, const struct set_ent *e, const struct compiled *c)
+{
+	size_t n = c->nrules < e->st.nrules ? c->nrules : e->st.nrules;
+
+	if (!e->st.valid)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!events__rule_named(&d->render, e->set_id, c->rules[i].rule_id,
+					&c->rules[i].meta))
+			return false;
+	return true;
+}
+
+/* E's docs changed: written in place when its rules keep their names (the
+ * identities and patterns pointing at it need no update, and only what
+ * changed is written), else false and the caller makes a new set. */
+static bool daemon__set_refresh(struct daemon *d, struct set_ent *e, const struct pol_doc **sel,
+				size_t nsel, const struct compiled *c, const char *policies)
+{
+	struct dp_patch_stats ps = {};
+	uint32_t old_nrules = e->st.nrules;
+
+	if (!daemon__patchable(d, e, c) ||
+	    datapath__set_patch(&d->dp, e->set_id, &e->st, c, policies, &ps))
+		return false;
+	for (size_t i = old_nrules; i < c->nrules; i++)
+		events__names_add_rule(&d->render, e->set_id, c->rules[i].rule_id,
+				       &c->rules[i].meta);
+	events__names_add_set(&d->render, e->set_id, policies);
+	e->flags = c->flags | SL_IDF_DAEMON;
+	daemon__set_tools_free(e);
+	daemon__set_gateway_info(d, e, sel, nsel, c);
+	d->set_patches++;
+	pr_debug("policy set %u (%s) patched: %zu entries written, %zu deleted\n", e->set_id,
+		 policies, ps.written, ps.deleted);
+	return true;
+}
+
+/* The set for the docs named in KEY (compiled once per reconcile round). */
+static struct set_ent *daemon__set(struct daemon *d, struct docref *docs, size_t ndocs,
+				   const char *key)
+{
+	const struct pol_doc **sel = NULL;
+	struct compiled c = {};
+	struct set_ent *e, *have = NULL;
+	char policies[128];
+	size_t i, nsel = 0;
+	int rc;
+
+	for (i = 0; i < d->nsets && !have; i++)
+		if (d->sets[i].key && !strcmp(d->sets[i].key, key))
+			have = &d->sets[i];
+	if (have && !have->stale) {
+		have->used = true;
+		return have;
+	}
+	if (daemon__compile(d, docs, ndocs, key, &sel, &nsel, &c, policies, sizeof(policies)))
+		return NULL;	/* a stale set stays stale: it is tried again next round */
+	if (have) {
+		if (daemon__set_refresh(d, have, sel, nsel, &c, policies)) {
+			free(sel);
+			compile__free(&c);
+			have->stale = false;
+			have->used = true;
+			return have;
+		}
+		/* Replaced: the identities flip to the new set, then this one
+		 * goes with the sets nobody uses. */
+		have->key[0] = '\0';
+		d->set_replacements++;
 	}
 	e = realloc(d->sets, (d->nsets + 1) * sizeof(*e));
 	if (!e) {
@@ -519,16 +596,15 @@ static struct set_ent *daemon__set(struct daemon *d, struct docref *docs, size_t
 	d->sets = e;
 	e = &d->sets[d->nsets];
 	memset(e, 0, sizeof(*e));
-	rc = datapath__set_add_keys(&d->dp, &c, policies, &e->set_id, &e->lpm_keys);
+	rc = datapath__set_add(&d->dp, &c, policies, &e->set_id, &e->st);
 	if (!rc) {
-		e->nlpm_keys = c.nentries;
 		for (i = 0; i < c.nrules; i++)
 			events__names_add_rule(&d->render, e->set_id, c.rules[i].rule_id,
 					       &c.rules[i].meta);
 		events__names_add_set(&d->render, e->set_id, policies);
 	}
 	e->flags = c.flags | SL_IDF_DAEMON;
-	daemon__set_gateway_info(d, e, sel_docs, nsel_docs, &c);
+	daemon__set_gateway_info(d, e, sel, nsel, &c);
 	free(sel);
 	compile__free(&c);
 	if (rc) {
@@ -539,6 +615,34 @@ static struct set_ent *daemon__set(struct daemon *d, struct docref *docs, size_t
 	e->used = true;
 	d->nsets++;
 	return e;
+}
+
+/* Bring the stale sets whose docs all still exist up to date in place,
+ * before any cgroup is matched: matching a thousand cgroups takes
+ * milliseconds, and the change is what the user waits for. A set some of
+ * whose docs went is left to the matching (its cgroups move to another
+ * set or out), and so is one that must be replaced. */
+static void daemon__refresh_stale(struct daemon *d, struct docref *docs, size_t ndocs)
+{
+	for (size_t i = 0; i < d->nsets; i++) {
+		struct set_ent *e = &d->sets[i];
+		const struct pol_doc **sel = NULL;
+		struct compiled c = {};
+		char policies[128];
+		size_t nsel, nids = 0;
+
+		if (!e->stale || !e->key || !e->key[0] || !e->st.valid)
+			continue;
+		for (const char *k = e->key + 1; *k; k++)
+			nids += *k == '\n';
+		if (daemon__compile(d, docs, ndocs, e->key, &sel, &nsel, &c, policies,
+				    sizeof(policies)))
+			continue;
+		if (nsel == nids && daemon__set_refresh(d, e, sel, nsel, &c, policies))
+			e->stale = false;
+		free(sel);
+		compile__free(&c);
+	}
 }
 
 /* A set the kernel still uses stays, whatever this round could compile. */
@@ -1046,15 +1150,16 @@ static int daemon__reconcile(struct daemon *d)
 		return 0;
 	d->dirty = false;
 	d->reconciles++;
-	/* a changed policy object keeps its id: rebuild every set */
+	/* a changed policy object keeps its id: recompile every set */
 	if (d->k8s && k8s__policy_gen(d->k8s) != d->k8s_gen) {
 		d->k8s_gen = k8s__policy_gen(d->k8s);
 		for (i = 0; i < d->nsets; i++)
-			d->sets[i].key[0] = '\0';
+			d->sets[i].stale = true;
 	}
 	for (i = 0; i < d->nsets; i++)
 		d->sets[i].used = false;
 	ndocs = daemon__docs(d, &docs);
+	daemon__refresh_stale(d, docs, ndocs);
 
 	/* 1. cgroups selected by each pattern */
 	for (i = 0; i < ndocs; i++) {
@@ -1158,8 +1263,7 @@ static int daemon__reconcile(struct daemon *d)
 			i++;
 			continue;
 		}
-		datapath__set_del_keys(&d->dp, d->sets[i].set_id, d->sets[i].lpm_keys,
-				       d->sets[i].nlpm_keys);
+		datapath__set_del_state(&d->dp, d->sets[i].set_id, &d->sets[i].st);
 		daemon__set_free(&d->sets[i]);
 		d->sets[i] = d->sets[--d->nsets];
 	}
@@ -2049,6 +2153,14 @@ static int daemon__metrics(void *ctx, const struct httpd_request *req, struct ht
 	}
 	prom__help(&p, "sluice_reconciles_total", "counter", "Policy reconcile rounds.");
 	prom__sample(&p, "sluice_reconciles_total", (double)d->reconciles, (char *)NULL);
+	prom__help(&p, "sluice_policy_set_updates_total", "counter",
+		   "Policy sets brought up to date after a change: in place (patch: only "
+		   "the difference written) or by a new set the identities flip to (replace: "
+		   "a rule's name changed, or a patch failed).");
+	prom__sample(&p, "sluice_policy_set_updates_total", (double)d->set_patches, "how",
+		     "patch", (char *)NULL);
+	prom__sample(&p, "sluice_policy_set_updates_total", (double)d->set_replacements, "how",
+		     "replace", (char *)NULL);
 	return prom__finish(&p, resp);
 }
 
@@ -2401,7 +2513,7 @@ static void daemon__loop(struct daemon *d)
 				if (changed) {
 					/* new addresses: every set is rebuilt and flipped */
 					for (size_t k = 0; k < d->nsets; k++)
-						d->sets[k].key[0] = '\0';
+						d->sets[k].stale = true;
 					d->dirty = true;
 				}
 				fqdn__arm_timerfd(d->fqdn, d->tfd_fqdn);

@@ -633,14 +633,172 @@ static int datapath__update_many(int fd, const void *keys, size_t ksz, const voi
 	return 0;
 }
 
-int datapath__set_add(struct datapath *dp, const struct compiled *c, const char *policies,
-		      uint32_t *set_id)
+/* N keys out of FD in BPF_MAP_DELETE_BATCH chunks; a key already gone
+ * ends a batch early (ENOENT) and is skipped. 0 or -errno. */
+static int datapath__delete_many(int fd, const void *keys, size_t ksz, size_t n)
 {
-	return datapath__set_add_keys(dp, c, policies, set_id, NULL);
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	size_t done = 0;
+
+	while (done < n) {
+		__u32 cnt = n - done > 4096 ? 4096 : (__u32)(n - done);
+
+		if (!bpf_map_delete_batch(fd, (const char *)keys + done * ksz, &cnt, &opts)) {
+			done += cnt;
+			continue;
+		}
+		if (errno == ENOENT) {
+			done += cnt + 1;	/* cnt were deleted, the next is gone */
+			continue;
+		}
+		if (errno != EINVAL && errno != 524 /* ENOTSUPP */ && errno != EOPNOTSUPP)
+			return -errno;
+		for (; done < n; done++)
+			if (bpf_map_delete_elem(fd, (const char *)keys + done * ksz) &&
+			    errno != ENOENT)
+				return -errno;
+	}
+	return 0;
 }
 
-int datapath__set_add_keys(struct datapath *dp, const struct compiled *c, const char *policies,
-			   uint32_t *set_id, struct sl_lpm_key **keys)
+/* ------------------------------------------------------------ set state */
+
+/* Packed entry: bits (1), address (16), n (1), n port entries. */
+#define ENT_HDR (1 + SL_ADDR_LEN + 1)
+
+static size_t ent__size(const uint8_t *p)
+{
+	return ENT_HDR + (size_t)p[1 + SL_ADDR_LEN] * sizeof(struct sl_port_entry);
+}
+
+/* The order compile__build emits entries in: address, then prefix length. */
+static int ent__cmp(const uint8_t *addr_a, unsigned int bits_a, const uint8_t *addr_b,
+		    unsigned int bits_b)
+{
+	int c = memcmp(addr_a, addr_b, SL_ADDR_LEN);
+
+	if (c)
+		return c;
+	return bits_a < bits_b ? -1 : bits_a > bits_b;
+}
+
+static unsigned int ent__bits(const struct compile_entry *ce)
+{
+	return ce->key.prefixlen - SL_LPM_SET_BITS;
+}
+
+void datapath__set_state_free(struct dp_set_state *st)
+{
+	if (!st)
+		return;
+	free(st->ents);
+	free(st->fqdns);
+	memset(st, 0, sizeof(*st));
+}
+
+/* ST describing C; -EINVAL if C's entries are not in compile order (a
+ * patch merges the two in that order). */
+static int state__build(const struct compiled *c, struct dp_set_state *st)
+{
+	size_t len = 0, i;
+	uint8_t *p;
+
+	memset(st, 0, sizeof(*st));
+	for (i = 0; i < c->nentries; i++) {
+		const struct compile_entry *ce = &c->entries[i];
+
+		if (ce->val.n > SL_MAX_PORT_ENTRIES || ce->key.prefixlen < SL_LPM_SET_BITS ||
+		    ent__bits(ce) > 128)
+			return -EINVAL;
+		if (i && ent__cmp(c->entries[i - 1].key.addr, ent__bits(&c->entries[i - 1]),
+				  ce->key.addr, ent__bits(ce)) >= 0)
+			return -EINVAL;
+		len += ENT_HDR + ce->val.n * sizeof(struct sl_port_entry);
+	}
+	if (len && !(st->ents = malloc(len)))
+		return -ENOMEM;
+	if (c->nfqdns && !(st->fqdns = calloc(c->nfqdns, sizeof(*st->fqdns)))) {
+		datapath__set_state_free(st);
+		return -ENOMEM;
+	}
+	for (i = 0, p = st->ents; i < c->nentries; i++) {
+		const struct compile_entry *ce = &c->entries[i];
+
+		p[0] = (uint8_t)ent__bits(ce);
+		memcpy(p + 1, ce->key.addr, SL_ADDR_LEN);
+		p[1 + SL_ADDR_LEN] = (uint8_t)ce->val.n;
+		memcpy(p + ENT_HDR, ce->val.e, ce->val.n * sizeof(struct sl_port_entry));
+		p += ent__size(p);
+	}
+	for (i = 0; i < c->nfqdns; i++)
+		memcpy(st->fqdns[i], c->fqdns[i].addr, SL_ADDR_LEN);
+	st->len = len;
+	st->nentries = c->nentries;
+	st->nfqdns = c->nfqdns;
+	st->nrules = c->nrules;
+	st->valid = true;
+	return 0;
+}
+
+int datapath__set_state(const struct compiled *c, struct dp_set_state *st)
+{
+	return state__build(c, st);
+}
+
+static struct sl_lpm_key ent__key(const uint8_t *p, uint32_t set_id)
+{
+	struct sl_lpm_key k = { .prefixlen = SL_LPM_SET_BITS + p[0], .set_id = htonl(set_id) };
+
+	memcpy(k.addr, p + 1, SL_ADDR_LEN);
+	return k;
+}
+
+/* ------------------------------------------------------------ sets */
+
+static int datapath__write_rmeta(struct datapath *dp, uint32_t set_id, const struct compiled *c,
+				 size_t from)
+{
+	struct sl_rmeta_key *ks;
+	struct sl_rule_meta *vs;
+	size_t n = c->nrules - from, i;
+	int err;
+
+	if (!n)
+		return 0;
+	ks = calloc(n, sizeof(*ks));
+	vs = calloc(n, sizeof(*vs));
+	if (!ks || !vs) {
+		free(ks);
+		free(vs);
+		errno = ENOMEM;
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		ks[i] = (struct sl_rmeta_key){ .set_id = set_id, .rule_id = c->rules[from + i].rule_id };
+		vs[i] = c->rules[from + i].meta;
+	}
+	err = datapath__update_many(dp->map_fd[DP_RMETA], ks, sizeof(*ks), vs, sizeof(*vs), n);
+	free(ks);
+	free(vs);
+	return err;
+}
+
+static int datapath__write_fqdns(struct datapath *dp, uint32_t set_id, const struct compiled *c)
+{
+	for (size_t i = 0; i < c->nfqdns; i++) {
+		struct sl_fqdn_key k = { .set_id = set_id };
+		struct sl_fqdn_val v = {};
+
+		memcpy(k.addr, c->fqdns[i].addr, SL_ADDR_LEN);
+		snprintf(v.names, sizeof(v.names), "%s", c->fqdns[i].names);
+		if (bpf_map_update_elem(dp->map_fd[DP_FQDN], &k, &v, BPF_ANY))
+			return -1;
+	}
+	return 0;
+}
+
+int datapath__set_add(struct datapath *dp, const struct compiled *c, const char *policies,
+		      uint32_t *set_id, struct dp_set_state *st)
 {
 	struct sl_set_info info = {
 		.owner_pid = getpid(),
@@ -652,51 +810,35 @@ int datapath__set_add_keys(struct datapath *dp, const struct compiled *c, const 
 	size_t i;
 	int err, tries;
 
+	if (st) {
+		err = state__build(c, st);
+		if (err)
+			return err;
+	}
 	snprintf(info.policies, sizeof(info.policies), "%s", policies ? policies : "");
 	/* Reserve an unused id: the NOEXIST insert is the reservation. */
 	for (tries = 0; tries < 64; tries++) {
-		if (getrandom(&id, sizeof(id), 0) != sizeof(id))
-			return -errno;
+		if (getrandom(&id, sizeof(id), 0) != sizeof(id)) {
+			err = -errno;
+			datapath__set_state_free(st);
+			return err;
+		}
 		if (!id)
 			continue;
 		if (!bpf_map_update_elem(dp->map_fd[DP_SETS], &id, &info, BPF_NOEXIST))
 			break;
-		if (errno != EEXIST)
-			return -errno;
+		if (errno != EEXIST) {
+			err = -errno;
+			datapath__set_state_free(st);
+			return err;
+		}
 	}
-	if (tries == 64)
+	if (tries == 64) {
+		datapath__set_state_free(st);
 		return -EEXIST;
-
-	if (c->nrules) {
-		struct sl_rmeta_key *ks = calloc(c->nrules, sizeof(*ks));
-		struct sl_rule_meta *vs = calloc(c->nrules, sizeof(*vs));
-
-		if (!ks || !vs) {
-			free(ks);
-			free(vs);
-			errno = ENOMEM;
-			goto fail;
-		}
-		for (i = 0; i < c->nrules; i++) {
-			ks[i] = (struct sl_rmeta_key){ .set_id = id, .rule_id = c->rules[i].rule_id };
-			vs[i] = c->rules[i].meta;
-		}
-		err = datapath__update_many(dp->map_fd[DP_RMETA], ks, sizeof(*ks), vs, sizeof(*vs),
-					    c->nrules);
-		free(ks);
-		free(vs);
-		if (err)
-			goto fail;
 	}
-	for (i = 0; i < c->nfqdns; i++) {
-		struct sl_fqdn_key k = { .set_id = id };
-		struct sl_fqdn_val v = {};
-
-		memcpy(k.addr, c->fqdns[i].addr, SL_ADDR_LEN);
-		snprintf(v.names, sizeof(v.names), "%s", c->fqdns[i].names);
-		if (bpf_map_update_elem(dp->map_fd[DP_FQDN], &k, &v, BPF_ANY))
-			goto fail;
-	}
+	if (datapath__write_rmeta(dp, id, c, 0) || datapath__write_fqdns(dp, id, c))
+		goto fail;
 	if (c->nentries) {
 		struct sl_lpm_key *ks = calloc(c->nentries, sizeof(*ks));
 		struct sl_lpm_val *vs = calloc(c->nentries, sizeof(*vs));
@@ -714,29 +856,229 @@ int datapath__set_add_keys(struct datapath *dp, const struct compiled *c, const 
 		}
 		err = datapath__update_many(dp->map_fd[DP_RULES], ks, sizeof(*ks), vs, sizeof(*vs),
 					    c->nentries);
+		free(ks);
 		free(vs);
-		if (err) {
-			free(ks);
+		if (err)
 			goto fail;
-		}
-		if (keys)
-			*keys = ks;
-		else
-			free(ks);
-	} else if (keys) {
-		/* Known to be empty: not NULL, which means unknown. */
-		*keys = calloc(1, sizeof(**keys));
-		if (!*keys) {
-			errno = ENOMEM;
-			goto fail;
-		}
 	}
 	*set_id = id;
 	return 0;
 fail:
 	err = -errno;
 	pr_err("failed to write policy set %u: %s\n", id, strerror(errno));
-	datapath__set_del(dp, id);
+	datapath__set_del_state(dp, id, st);
+	datapath__set_state_free(st);
+	return err;
+}
+
+void datapath__patch_plan_free(struct dp_patch_plan *pl)
+{
+	free(pl->upd_keys);
+	free(pl->upd_vals);
+	free(pl->del_keys);
+	memset(pl, 0, sizeof(*pl));
+}
+
+/* The order of a patch: writes longest prefix first, deletions shortest
+ * first. Why that keeps every lookup at the old or the new set's verdict:
+ * while writing, an address whose new longest prefix q is written sees q
+ * (only an old-only prefix can cover it more closely, and then the old
+ * longest answers, as before); if q is not written yet, nothing shorter of
+ * the new set is either, and the old set answers. While deleting shortest
+ * first, an old-only prefix still present that is longer than q has every
+ * longer old-only prefix present too, so the old longest answers; else q
+ * does. Counting sorts: stable, and one pass over a large change. */
+static int plan__order(struct dp_patch_plan *pl)
+{
+	size_t cnt[129] = { 0 }, pos[129], i, b, at;
+	struct sl_lpm_key *ks;
+	struct sl_lpm_val *vs;
+
+	if (pl->nupd > 1) {
+		ks = malloc(pl->nupd * sizeof(*ks));
+		vs = malloc(pl->nupd * sizeof(*vs));
+		if (!ks || !vs) {
+			free(ks);
+			free(vs);
+			return -ENOMEM;
+		}
+		for (i = 0; i < pl->nupd; i++)
+			cnt[128 - (pl->upd_keys[i].prefixlen - SL_LPM_SET_BITS)]++;
+		for (b = 0, at = 0; b < 129; at += cnt[b], b++)
+			pos[b] = at;
+		for (i = 0; i < pl->nupd; i++) {
+			at = pos[128 - (pl->upd_keys[i].prefixlen - SL_LPM_SET_BITS)]++;
+			ks[at] = pl->upd_keys[i];
+			vs[at] = pl->upd_vals[i];
+		}
+		free(pl->upd_keys);
+		free(pl->upd_vals);
+		pl->upd_keys = ks;
+		pl->upd_vals = vs;
+	}
+	if (pl->ndel > 1) {
+		memset(cnt, 0, sizeof(cnt));
+		ks = malloc(pl->ndel * sizeof(*ks));
+		if (!ks)
+			return -ENOMEM;
+		for (i = 0; i < pl->ndel; i++)
+			cnt[pl->del_keys[i].prefixlen - SL_LPM_SET_BITS]++;
+		for (b = 0, at = 0; b < 129; at += cnt[b], b++)
+			pos[b] = at;
+		for (i = 0; i < pl->ndel; i++)
+			ks[pos[pl->del_keys[i].prefixlen - SL_LPM_SET_BITS]++] = pl->del_keys[i];
+		free(pl->del_keys);
+		pl->del_keys = ks;
+	}
+	return 0;
+}
+
+int datapath__patch_plan(const struct dp_set_state *st, const struct compiled *c,
+			 uint32_t set_id, struct dp_patch_plan *pl)
+{
+	const uint8_t *p, *end;
+	size_t i = 0;
+	int err;
+
+	memset(pl, 0, sizeof(*pl));
+	if (!st || !st->valid)
+		return -ENOENT;
+	pl->upd_keys = calloc(c->nentries + 1, sizeof(*pl->upd_keys));
+	pl->upd_vals = calloc(c->nentries + 1, sizeof(*pl->upd_vals));
+	pl->del_keys = calloc(st->nentries + 1, sizeof(*pl->del_keys));
+	if (!pl->upd_keys || !pl->upd_vals || !pl->del_keys) {
+		datapath__patch_plan_free(pl);
+		return -ENOMEM;
+	}
+	/* Both sides are in compile order: one merge finds what changed. */
+	p = st->ents;
+	end = st->ents + st->len;
+	while (p < end || i < c->nentries) {
+		const struct compile_entry *ce = i < c->nentries ? &c->entries[i] : NULL;
+		int cmp = p >= end ? 1 : !ce ? -1 :
+			  ent__cmp(p + 1, p[0], ce->key.addr, ent__bits(ce));
+
+		if (i && ce && ent__cmp(c->entries[i - 1].key.addr, ent__bits(&c->entries[i - 1]),
+					ce->key.addr, ent__bits(ce)) >= 0) {
+			datapath__patch_plan_free(pl);
+			return -EINVAL;		/* not in compile order */
+		}
+		if (cmp < 0) {
+			pl->del_keys[pl->ndel++] = ent__key(p, set_id);
+			p += ent__size(p);
+			continue;
+		}
+		if (cmp > 0 || p[1 + SL_ADDR_LEN] != ce->val.n ||
+		    memcmp(p + ENT_HDR, ce->val.e, ce->val.n * sizeof(struct sl_port_entry))) {
+			pl->upd_keys[pl->nupd] = ce->key;
+			pl->upd_keys[pl->nupd].set_id = htonl(set_id);
+			pl->upd_vals[pl->nupd++] = ce->val;
+		}
+		if (!cmp)
+			p += ent__size(p);
+		i++;
+	}
+	err = plan__order(pl);
+	if (err)
+		datapath__patch_plan_free(pl);
+	return err;
+}
+
+int datapath__set_patch(struct datapath *dp, uint32_t set_id, struct dp_set_state *st,
+			const struct compiled *c, const char *policies,
+			struct dp_patch_stats *stats)
+{
+	struct dp_set_state ns;
+	struct dp_patch_plan pl = {};
+	struct sl_set_info info;
+	size_t i, j;
+	int err;
+
+	if (!st || !st->valid)
+		return -ENOENT;
+	err = state__build(c, &ns);
+	if (err)
+		return err;
+	if (bpf_map_lookup_elem(dp->map_fd[DP_SETS], &set_id, &info)) {
+		err = -errno;
+		goto out;
+	}
+	err = datapath__patch_plan(st, c, set_id, &pl);
+	if (err)
+		goto out;
+	/* Names first: a new rule's id must name it before a verdict can
+	 * carry it. */
+	if (c->nrules > st->nrules && datapath__write_rmeta(dp, set_id, c, st->nrules)) {
+		err = -errno;
+		goto fail;
+	}
+	if (datapath__write_fqdns(dp, set_id, c)) {
+		err = -errno;
+		goto fail;
+	}
+	if (pl.nupd && datapath__update_many(dp->map_fd[DP_RULES], pl.upd_keys,
+					     sizeof(*pl.upd_keys), pl.upd_vals,
+					     sizeof(*pl.upd_vals), pl.nupd)) {
+		err = -errno;
+		goto fail;
+	}
+	if (pl.ndel) {
+		err = datapath__delete_many(dp->map_fd[DP_RULES], pl.del_keys, sizeof(*pl.del_keys),
+					    pl.ndel);
+		if (err)
+			goto fail;
+	}
+	/* What nobody can reach any more: old addresses' names, old rules. */
+	for (j = 0, i = 0; j < st->nfqdns; j++) {
+		struct sl_fqdn_key k = { .set_id = set_id };
+
+		while (i < ns.nfqdns && memcmp(ns.fqdns[i], st->fqdns[j], SL_ADDR_LEN) < 0)
+			i++;
+		if (i < ns.nfqdns && !memcmp(ns.fqdns[i], st->fqdns[j], SL_ADDR_LEN))
+			continue;
+		memcpy(k.addr, st->fqdns[j], SL_ADDR_LEN);
+		if (bpf_map_delete_elem(dp->map_fd[DP_FQDN], &k) && errno != ENOENT) {
+			err = -errno;
+			goto fail;
+		}
+	}
+	for (uint32_t r = c->nrules; r < st->nrules; r++) {
+		struct sl_rmeta_key k = { .set_id = set_id, .rule_id = COMPILE_RULE_ID(r) };
+
+		if (bpf_map_delete_elem(dp->map_fd[DP_RMETA], &k) && errno != ENOENT) {
+			err = -errno;
+			goto fail;
+		}
+	}
+	info.nrules = c->nrules;
+	info.nentries = c->nentries;
+	snprintf(info.policies, sizeof(info.policies), "%s", policies ? policies : "");
+	if (bpf_map_update_elem(dp->map_fd[DP_SETS], &set_id, &info, BPF_EXIST)) {
+		err = -errno;
+		goto fail;
+	}
+	if (stats) {
+		stats->written = pl.nupd;
+		stats->deleted = pl.ndel;
+	}
+	datapath__set_state_free(st);
+	*st = ns;
+	memset(&ns, 0, sizeof(ns));
+	err = 0;
+	goto out;
+fail:
+	pr_err("failed to patch policy set %u: %s\n", set_id, strerror(-err));
+	/* The set holds some of both: unknown until replaced. The larger rule
+	 * count stays, so that every name can still be deleted. */
+	{
+		uint32_t nrules = st->nrules > c->nrules ? st->nrules : c->nrules;
+
+		datapath__set_state_free(st);
+		st->nrules = nrules;
+	}
+out:
+	datapath__set_state_free(&ns);
+	datapath__patch_plan_free(&pl);
 	return err;
 }
 
@@ -788,72 +1130,78 @@ static int datapath__del_by_set(int fd, size_t key_sz, size_t key_off, uint32_t 
 	return err;
 }
 
-/* N keys out of FD in BPF_MAP_DELETE_BATCH chunks; a key already gone
- * ends a batch early (ENOENT) and is skipped. 0 or -errno. */
-static int datapath__delete_many(int fd, const void *keys, size_t ksz, size_t n)
-{
-	LIBBPF_OPTS(bpf_map_batch_opts, opts);
-	size_t done = 0;
-
-	while (done < n) {
-		__u32 cnt = n - done > 4096 ? 4096 : (__u32)(n - done);
-
-		if (!bpf_map_delete_batch(fd, (const char *)keys + done * ksz, &cnt, &opts)) {
-			done += cnt;
-			continue;
-		}
-		if (errno == ENOENT) {
-			done += cnt + 1;	/* cnt were deleted, the next is gone */
-			continue;
-		}
-		if (errno != EINVAL && errno != 524 /* ENOTSUPP */ && errno != EOPNOTSUPP)
-			return -errno;
-		for (; done < n; done++)
-			if (bpf_map_delete_elem(fd, (const char *)keys + done * ksz) &&
-			    errno != ENOENT)
-				return -errno;
-	}
-	return 0;
-}
-
-/* A set's names are {set, SL_RULE_FIRST + i} for i < nrules: deleted by
- * key when its info says how many, else found by a walk. */
-static int datapath__del_rmeta(struct datapath *dp, uint32_t set_id)
+/* A set's names are {set, COMPILE_RULE_ID(i)} for i below its rule count:
+ * deleted by key when its info (or the caller) says how many, else found
+ * by a walk. */
+static int datapath__del_rmeta(struct datapath *dp, uint32_t set_id, uint32_t nrules)
 {
 	struct sl_set_info info;
 	struct sl_rmeta_key *ks;
 	int err;
 
-	if (bpf_map_lookup_elem(dp->map_fd[DP_SETS], &set_id, &info) || !info.nrules)
+	if (!bpf_map_lookup_elem(dp->map_fd[DP_SETS], &set_id, &info) && info.nrules > nrules)
+		nrules = info.nrules;
+	if (!nrules)
 		return datapath__del_by_set(dp->map_fd[DP_RMETA], sizeof(struct sl_rmeta_key),
 					    offsetof(struct sl_rmeta_key, set_id), set_id);
-	ks = calloc(info.nrules, sizeof(*ks));
+	ks = calloc(nrules, sizeof(*ks));
 	if (!ks)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < info.nrules; i++)
-		ks[i] = (struct sl_rmeta_key){ .set_id = set_id, .rule_id = SL_RULE_FIRST + i };
-	err = datapath__delete_many(dp->map_fd[DP_RMETA], ks, sizeof(*ks), info.nrules);
+	for (uint32_t i = 0; i < nrules; i++)
+		ks[i] = (struct sl_rmeta_key){ .set_id = set_id, .rule_id = COMPILE_RULE_ID(i) };
+	err = datapath__delete_many(dp->map_fd[DP_RMETA], ks, sizeof(*ks), nrules);
 	free(ks);
 	return err;
 }
 
-int datapath__set_del_keys(struct datapath *dp, uint32_t set_id, const struct sl_lpm_key *keys,
-			   size_t nkeys)
+static int datapath__del_rules(struct datapath *dp, uint32_t set_id, const struct dp_set_state *st)
+{
+	struct sl_lpm_key *ks;
+	const uint8_t *p;
+	size_t i;
+	int err;
+
+	if (!st || !st->valid)
+		return datapath__del_by_set(dp->map_fd[DP_RULES], sizeof(struct sl_lpm_key),
+					    offsetof(struct sl_lpm_key, set_id), htonl(set_id));
+	if (!st->nentries)
+		return 0;
+	ks = calloc(st->nentries, sizeof(*ks));
+	if (!ks)
+		return -ENOMEM;
+	for (i = 0, p = st->ents; i < st->nentries; i++, p += ent__size(p))
+		ks[i] = ent__key(p, set_id);
+	err = datapath__delete_many(dp->map_fd[DP_RULES], ks, sizeof(*ks), st->nentries);
+	free(ks);
+	return err;
+}
+
+static int datapath__del_fqdns(struct datapath *dp, uint32_t set_id, const struct dp_set_state *st)
+{
+	if (!st || !st->valid)
+		return datapath__del_by_set(dp->map_fd[DP_FQDN], sizeof(struct sl_fqdn_key),
+					    offsetof(struct sl_fqdn_key, set_id), set_id);
+	for (size_t i = 0; i < st->nfqdns; i++) {
+		struct sl_fqdn_key k = { .set_id = set_id };
+
+		memcpy(k.addr, st->fqdns[i], SL_ADDR_LEN);
+		if (bpf_map_delete_elem(dp->map_fd[DP_FQDN], &k) && errno != ENOENT)
+			return -errno;
+	}
+	return 0;
+}
+
+int datapath__set_del_state(struct datapath *dp, uint32_t set_id, const struct dp_set_state *st)
 {
 	int err = 0, e;
 
 	if (!set_id)
 		return 0;
-	if (keys)
-		e = datapath__delete_many(dp->map_fd[DP_RULES], keys, sizeof(*keys), nkeys);
-	else
-		e = datapath__del_by_set(dp->map_fd[DP_RULES], sizeof(struct sl_lpm_key),
-					 offsetof(struct sl_lpm_key, set_id), htonl(set_id));
+	e = datapath__del_rules(dp, set_id, st);
 	err = err ?: e;
-	e = datapath__del_rmeta(dp, set_id);
+	e = datapath__del_rmeta(dp, set_id, st ? st->nrules : 0);
 	err = err ?: e;
-	e = datapath__del_by_set(dp->map_fd[DP_FQDN], sizeof(struct sl_fqdn_key),
-				 offsetof(struct sl_fqdn_key, set_id), set_id);
+	e = datapath__del_fqdns(dp, set_id, st);
 	err = err ?: e;
 	/* The info goes last: it is what says how many names the set has. */
 	if (bpf_map_delete_elem(dp->map_fd[DP_SETS], &set_id) && errno != ENOENT)
@@ -863,7 +1211,7 @@ int datapath__set_del_keys(struct datapath *dp, uint32_t set_id, const struct sl
 
 int datapath__set_del(struct datapath *dp, uint32_t set_id)
 {
-	return datapath__set_del_keys(dp, set_id, NULL, 0);
+	return datapath__set_del_state(dp, set_id, NULL);
 }
 
 int datapath__ident_put(struct datapath *dp, uint64_t cgid, const struct sl_identity *id)

@@ -228,7 +228,7 @@ static int run__apply(struct run *r)
 			c.nskipped_services);
 
 	run__policies_id(&r->pols, policies, sizeof(policies));
-	err = datapath__set_add(&r->dp, &c, policies, &set_id);
+	err = datapath__set_add(&r->dp, &c, policies, &set_id, NULL);
 	if (err)
 		goto out;
 	events__names_add_set(&r->render, set_id, policies);

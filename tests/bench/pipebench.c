@@ -13,12 +13,15 @@
  *       driver pins it to one CPU, so the figure is per core.
  *
  *   pipebench apply --pin-path P --cgroup-root R --ident-cgroup C
- *                   --policy A --policy B [--reps K]
+ *                   --policy A --policy B [--reps K] [--patch]
  *       Policy apply against a real datapath (loaded at P, attached at R):
  *       parse, compile__build, datapath__set_add, the identity flip
- *       (datapath__ident_put of C's cgroup id), then datapath__set_del of
- *       the previous set, alternating A and B. Also the kernel's memory
+ *       (datapath__ident_put of C's cgroup id), then datapath__set_del_state
+ *       of the previous set, alternating A and B. Also the kernel's memory
  *       accounting of each map (fdinfo "memlock") with and without the set.
+ *       With --patch, every change after the first load is written in place
+ *       as sluiced does when the rules keep their names: the names checked
+ *       (events__rule_named), then datapath__set_patch.
  *
  *   pipebench gateway --seconds S [--out FILE]
  *       Gateway decision-log lines -> joined records, as sluiced handles a
@@ -277,17 +280,21 @@ static int cmd_apply(int argc, char **argv)
 	const char *cg = opt(argc, argv, "--ident-cgroup", NULL);
 	const char *files[2] = { NULL, NULL };
 	int reps = atoi(opt(argc, argv, "--reps", "5")), i, err, nf = 0;
+	bool patch = false;
 	struct datapath_opts dopts = { .pin_path = pin, .cgroup_root = root };
 	struct datapath dp;
+	struct events_render names;
 	struct sl_identity id = {};
 	uint32_t cur = 0;
-	struct sl_lpm_key *cur_keys = NULL, *keys = NULL;
-	size_t cur_nkeys = 0;
+	struct dp_set_state cur_st = {}, st = {};
 	uint64_t cgid;
 
-	for (i = 0; i + 1 < argc && nf < 2; i++)
-		if (!strcmp(argv[i], "--policy"))
+	for (i = 0; i < argc; i++) {
+		if (i + 1 < argc && nf < 2 && !strcmp(argv[i], "--policy"))
 			files[nf++] = argv[++i];
+		else if (!strcmp(argv[i], "--patch"))
+			patch = true;
+	}
 	if (!pin || !root || !cg || nf != 2) {
 		fprintf(stderr, "pipebench apply: need --pin-path, --cgroup-root, --ident-cgroup, 2 --policy\n");
 		return 2;
@@ -300,6 +307,10 @@ static int cmd_apply(int argc, char **argv)
 		fprintf(stderr, "pipebench apply: datapath: %s\n", strerror(-err));
 		return 1;
 	}
+	if ((err = events__render_init(&names, &dp, "bench"))) {
+		datapath__release(&dp);
+		return 1;
+	}
 	printf("{\"phase\":\"empty\",");
 	print_memlock(&dp, "memlock");
 	printf("}\n");
@@ -310,6 +321,7 @@ static int cmd_apply(int argc, char **argv)
 		const struct pol_doc **docs;
 		struct compile_input in = {};
 		struct compiled c = {};
+		struct dp_patch_stats pst = {};
 		char msg[512] = "";
 		uint32_t set_id;
 		uint64_t t0, t1, t2, t3, t4, t5;
@@ -338,8 +350,41 @@ static int cmd_apply(int argc, char **argv)
 			policy__set_free(&ps);
 			break;
 		}
-		/* as sluiced does: the set's keys kept for its deletion */
-		err = datapath__set_add_keys(&dp, &c, "bench", &set_id, &keys);
+		if (patch && cur) {
+			/* as sluiced does: the shared rules' names checked, then
+			 * the difference written in place; nothing flips */
+			size_t n = c.nrules < cur_st.nrules ? c.nrules : cur_st.nrules;
+
+			for (k = 0; k < n; k++)
+				if (!events__rule_named(&names, cur, c.rules[k].rule_id,
+							&c.rules[k].meta))
+					break;
+			t3 = now_ns();
+			err = k < n ? -EINVAL :
+			      datapath__set_patch(&dp, cur, &cur_st, &c, "bench", &pst);
+			t4 = t5 = now_ns();
+			if (err)
+				fprintf(stderr, "pipebench apply: %s\n", k < n ? "rule names changed" :
+					strerror(-err));
+			printf("{\"phase\":\"patch\",\"rules\":%zu,\"entries\":%zu,\"parse_ns\":%llu,"
+			       "\"compile_ns\":%llu,\"names_check_ns\":%llu,\"patch_ns\":%llu,"
+			       "\"applied_ns\":%llu,\"total_ns\":%llu,\"written\":%zu,"
+			       "\"deleted\":%zu,\"yaml_floor_ns\":%llu}\n",
+			       c.nrules, c.nentries, (unsigned long long)(t1 - t0),
+			       (unsigned long long)(t2 - t1), (unsigned long long)(t3 - t2),
+			       (unsigned long long)(t4 - t3), (unsigned long long)(t4 - t1),
+			       (unsigned long long)(t5 - t0), pst.written, pst.deleted,
+			       (unsigned long long)yfloor);
+			fflush(stdout);
+			compile__free(&c);
+			policy__set_free(&ps);
+			if (err)
+				break;
+			continue;
+		}
+		/* as sluiced does when a set is replaced: its state kept for
+		 * its deletion */
+		err = datapath__set_add(&dp, &c, "bench", &set_id, &st);
 		t3 = now_ns();
 		if (err) {
 			fprintf(stderr, "pipebench apply: set_add: %s\n", strerror(-err));
@@ -347,12 +392,14 @@ static int cmd_apply(int argc, char **argv)
 			policy__set_free(&ps);
 			break;
 		}
+		for (k = 0; k < c.nrules; k++)
+			events__names_add_rule(&names, set_id, c.rules[k].rule_id, &c.rules[k].meta);
 		id.set_id = set_id;
 		id.owner_pid = getpid();
 		err = datapath__ident_put(&dp, cgid, &id);
 		t4 = now_ns();
 		if (cur)
-			datapath__set_del_keys(&dp, cur, cur_keys, cur_nkeys);
+			datapath__set_del_state(&dp, cur, &cur_st);
 		t5 = now_ns();
 		/* rep 0 is the first load (no old set): reported, not a swap */
 		printf("{\"phase\":\"%s\",\"rules\":%zu,\"entries\":%zu,\"parse_ns\":%llu,"
@@ -368,10 +415,9 @@ static int cmd_apply(int argc, char **argv)
 		printf("}\n");
 		fflush(stdout);
 		cur = set_id;
-		free(cur_keys);
-		cur_keys = keys;
-		cur_nkeys = c.nentries;
-		keys = NULL;
+		datapath__set_state_free(&cur_st);
+		cur_st = st;
+		memset(&st, 0, sizeof(st));
 		compile__free(&c);
 		policy__set_free(&ps);
 		if (err)
@@ -379,8 +425,9 @@ static int cmd_apply(int argc, char **argv)
 	}
 	datapath__ident_del(&dp, cgid);
 	if (cur)
-		datapath__set_del_keys(&dp, cur, cur_keys, cur_nkeys);
-	free(cur_keys);
+		datapath__set_del_state(&dp, cur, &cur_st);
+	datapath__set_state_free(&cur_st);
+	events__render_free(&names);
 	datapath__release(&dp);
 	return err ? 1 : 0;
 }

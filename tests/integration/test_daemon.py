@@ -421,6 +421,102 @@ def test_policy_lifecycle(c):
         eq(d.p.poll(), None, "daemon still running")
 
 
+PATCH_POLICY = """\
+apiVersion: sluice.dev/v1alpha1
+kind: AgentPolicy
+metadata: {{name: patch, namespace: itest}}
+spec:
+  selector: {{cgroupPaths: ["{pattern}"]}}
+  egress:
+    - name: {llm}
+      class: llm
+      to: [{{cidr: {near}}}]
+      ports: [{{port: {allow}, protocol: TCP}}]
+    - name: net
+      class: tool
+      to: [{{cidr: {far}}}]
+      ports: [{{port: {allow2}, protocol: TCP}}]
+"""
+
+
+@suite.test
+def test_policy_change_patched_in_place(c):
+    """A change that keeps the rules' names is written into the set in
+    force (same set id, only the difference): connects running meanwhile
+    never see a verdict of neither version. A renamed rule makes a new set
+    (the old id keeps naming the old rule)."""
+    with Scope(c, "patch") as s:
+        p1 = s.cgroup("p1")
+        rel = s.rel + "/agents/p1"
+
+        def text(near, far, llm="llm"):
+            return PATCH_POLICY.format(pattern=s.pattern(), llm=llm, near=near, far=far,
+                                       allow=c.allow.port, allow2=c.allow2.port)
+        # 127.0.0.1's longest prefix moves between /32 and /24 and the
+        # covering rule between /8 and /16: written in the wrong order,
+        # the allowed port would fall to "net" (another port) for a moment
+        va, vb = text("127.0.0.1/32", "127.0.0.0/8"), text("127.0.0.0/24", "127.0.0.0/16")
+        path = s.policy(va)
+        d = Daemon(s)
+        d.wait_ready()
+        assert_allowed(p1, c.allow.port, "first version: llm")
+        assert_allowed(p1, c.allow2.port, "first version: net")
+        assert_eperm(p1, c.deny.port, "first version: other port")
+
+        def ident():
+            ids = [i for i in s.identities() if i["cgroup"] == rel]
+            eq(len(ids), 1, "identity of p1")
+            return ids[0]["set_id"]
+
+        def updates(how):
+            ms, _ = d.metrics()
+            return prom_value(ms, "sluice_policy_set_updates_total", how=how) or 0
+        set0 = ident()
+        stop = s.env.path("patch-stop")
+        ok_loop = s.spawn_in(p1, [PROBE, "connect-loop", "127.0.0.1", c.allow.port,
+                                  "--until-file", stop])
+        deny_loop = s.spawn_in(p1, [PROBE, "connect-loop", "127.0.0.1", c.deny.port,
+                                    "--until-file", stop, "--expect-deny"])
+        n = 40
+        for i in range(n):
+            write_atomic(path, vb if i % 2 == 0 else va)
+            poll(lambda: updates("patch") >= i + 1, 5, "patch %d applied" % (i + 1))
+        with open(stop, "w"):
+            pass
+        ok, deny = loop_summary(ok_loop), loop_summary(deny_loop)
+        eq((ok["eperm"], ok["other"]), (0, 0), "allowed port refused during patches")
+        eq((deny["ok"], deny["other"]), (0, 0), "denied port let through during patches")
+        if ok["ok"] < 50 or deny["eperm"] < 500:
+            raise AssertionError("the loops did too little: %r %r" % (ok, deny))
+        eq(ident(), set0, "the set in force was patched, not replaced")
+        eq(updates("replace"), 0, "replacements")
+        # the last version is in force (va: n is even)
+        ex = cli("explain", "--pin-path", s.pin, "--cgroup", rel, "-o", "json",
+                 "127.0.0.2:%d" % c.allow2.port)
+        eq((ex["results"][0]["verdict"], ex["results"][0]["rule"]), ("allow", "net"),
+           "127.0.0.0/8 after the last change")
+        write_atomic(path, vb)
+        poll(lambda: updates("patch") >= n + 1, 5, "patch to vb")
+        ex = cli("explain", "--pin-path", s.pin, "--cgroup", rel, "-o", "json",
+                 "127.0.0.2:%d" % c.allow.port)
+        eq((ex["results"][0]["verdict"], ex["results"][0]["rule"]), ("allow", "llm"),
+           "127.0.0.0/24 written in place")
+        ex = cli("explain", "--pin-path", s.pin, "--cgroup", rel, "-o", "json",
+                 "127.1.0.1:%d" % c.allow2.port)
+        eq(ex["results"][0]["verdict"], "deny", "127.0.0.0/8 gone")
+
+        # a renamed rule: a new set, named by its new names
+        write_atomic(path, text("127.0.0.0/24", "127.0.0.0/16", llm="llm-v2"))
+        poll(lambda: updates("replace") >= 1, 5, "replacement")
+        poll(lambda: ident() != set0, 5, "identity flipped to the new set")
+        ex = cli("explain", "--pin-path", s.pin, "--cgroup", rel, "-o", "json",
+                 "127.0.0.1:%d" % c.allow.port)
+        eq((ex["results"][0]["verdict"], ex["results"][0]["rule"]), ("allow", "llm-v2"),
+           "renamed rule")
+        assert_allowed(p1, c.allow.port, "after the replacement")
+        eq(d.stop()[0], 0, "daemon exit")
+
+
 @suite.test
 def test_new_cgroups_governed_from_first_connect(c):
     with Scope(c, "mkdir") as s:
