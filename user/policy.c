@@ -56,6 +56,17 @@ struct filedoc {
 	int name_line, name_col;	/* metadata.name, for duplicate reports */
 };
 
+/* The tree of a document lives in an arena, freed whole once the document
+ * is checked: a 10k-rule file is 60k nodes, and allocating and freeing
+ * each node, its text and its children's array was a third of its parse. */
+#define ARENA_CHUNK (64 * 1024)
+
+struct arena_chunk {
+	struct arena_chunk *next;
+	size_t used, cap;
+	max_align_t data[];
+};
+
 struct pctx {
 	const char *file;
 	const char *buf;	/* for offset -> line:col */
@@ -67,27 +78,68 @@ struct pctx {
 	size_t alias_budget;
 	struct filedoc *docs;	/* this file's; moved into the set if nerr == 0 */
 	size_t ndocs, cap;
+	struct arena_chunk *arena;	/* the tree being read */
 };
 
-static void node__free(struct node *n)
+static void *arena__alloc(struct pctx *p, size_t size)
 {
-	if (!n)
-		return;
-	for (size_t i = 0; i < n->n; i++)
-		node__free(n->v[i]);
-	free(n->v);
-	free(n->s);
-	free(n);
+	struct arena_chunk *c = p->arena;
+	void *r;
+
+	size = (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+	if (!c || c->cap - c->used < size) {
+		size_t cap = size > ARENA_CHUNK ? size : ARENA_CHUNK;
+
+		c = malloc(sizeof(*c) + cap);
+		if (!c) {
+			p->oom = true;
+			return NULL;
+		}
+		c->next = p->arena;
+		c->used = 0;
+		c->cap = cap;
+		p->arena = c;
+	}
+	r = (char *)c->data + c->used;
+	c->used += size;
+	return r;
+}
+
+/* Every node and text of the tree; one chunk is kept for the next. */
+static void arena__reset(struct pctx *p, bool all)
+{
+	while (p->arena && (all || p->arena->next)) {
+		struct arena_chunk *c = p->arena;
+
+		p->arena = c->next;
+		if (!all && !p->arena) {
+			p->arena = c;
+			break;
+		}
+		free(c);
+	}
+	if (p->arena)
+		p->arena->used = 0;
+}
+
+static char *node__strndup(struct pctx *p, const char *s, size_t len)
+{
+	char *r = arena__alloc(p, len + 1);
+
+	if (r) {
+		memcpy(r, s, len);
+		r[len] = '\0';
+	}
+	return r;
 }
 
 static struct node *node__new(struct pctx *p, enum nkind kind, int line, int col)
 {
-	struct node *n = calloc(1, sizeof(*n));
+	struct node *n = arena__alloc(p, sizeof(*n));
 
-	if (!n) {
-		p->oom = true;
+	if (!n)
 		return NULL;
-	}
+	memset(n, 0, sizeof(*n));
 	n->kind = kind;
 	n->line = line;
 	n->col = col;
@@ -98,12 +150,12 @@ static int node__push(struct pctx *p, struct node *parent, struct node *child)
 {
 	if (parent->n == parent->cap) {
 		size_t cap = parent->cap ? parent->cap * 2 : 4;
-		struct node **v = realloc(parent->v, cap * sizeof(*v));
+		struct node **v = arena__alloc(p, cap * sizeof(*v));
 
-		if (!v) {
-			p->oom = true;
+		if (!v)
 			return -ENOMEM;
-		}
+		if (parent->n)
+			memcpy(v, parent->v, parent->n * sizeof(*v));
 		parent->v = v;
 		parent->cap = cap;
 	}
@@ -122,22 +174,15 @@ static struct node *node__copy(struct pctx *p, const struct node *src)
 	if (!n)
 		return NULL;
 	n->st = src->st;
-	if (src->s && !(n->s = strdup(src->s)))
-		goto oom;
+	if (src->s && !(n->s = node__strndup(p, src->s, strlen(src->s))))
+		return NULL;
 	for (size_t i = 0; i < src->n; i++) {
 		struct node *c = node__copy(p, src->v[i]);
 
-		if (!c || node__push(p, n, c)) {
-			node__free(c);
-			node__free(n);
+		if (!c || node__push(p, n, c))
 			return NULL;
-		}
 	}
 	return n;
-oom:
-	p->oom = true;
-	node__free(n);
-	return NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -474,12 +519,15 @@ static void dup_key_report(struct pctx *p, const struct dupent *dup, const struc
 	      *path ? path : "the document", first->at->line);
 }
 
-/* Keys must be scalars, unique, and (when KNOWN is given) one of KNOWN. */
+/* Keys must be scalars, unique, and (when KNOWN is given) one of KNOWN.
+ * Most maps have a few keys: compared pairwise on the stack, as a large
+ * file has tens of thousands of them. */
 static void map_check(struct pctx *p, const struct node *m, const char *path,
 		      const char *const *known)
 {
 	size_t npairs = m->n / 2, nd = 0;
-	struct dupent *e = calloc(npairs ? npairs : 1, sizeof(*e));
+	struct dupent small[16], *e = npairs <= 16 ? small :
+		calloc(npairs ? npairs : 1, sizeof(*e));
 	char qb[QLEN];
 
 	if (!e)
@@ -500,6 +548,15 @@ static void map_check(struct pctx *p, const struct node *m, const char *path,
 			      *path ? path : "the document");
 		if (e)
 			e[nd++] = (struct dupent){ .s = k->s, .at = k, .idx = i };
+	}
+	if (e == small) {
+		for (size_t i = 1; i < nd; i++)
+			for (size_t j = 0; j < i; j++)
+				if (!strcmp(e[i].s, e[j].s)) {
+					dup_key_report(p, &e[i], &e[j], path);
+					break;
+				}
+		return;
 	}
 	if (e)
 		dups__find(p, e, nd, dup_key_report, path);
@@ -1284,31 +1341,56 @@ static void root__check(struct pctx *p, const struct node *root)
 
 /* Plain scalars resolved with the YAML 1.2 core schema, so that "443" in
  * quotes is a string and 443 is an integer, as the API server sees them. */
-static enum stype yaml__plain_type(const char *s)
+/* YAML 1.2 core schema's null, bool and special float forms, or -1. Looked
+ * up by first byte: "name" or "to" would otherwise meet 23 strcmps. */
+static int yaml__special(const char *s)
 {
-	static const char *const nulls[] = { "", "~", "null", "Null", "NULL", NULL };
+	static const char *const nulls[] = { "null", "Null", "NULL", NULL };
 	static const char *const bools[] = { "true", "True", "TRUE", "false", "False", "FALSE", NULL };
 	static const char *const floats[] = {
 		".inf", ".Inf", ".INF", "-.inf", "-.Inf", "-.INF", "+.inf", "+.Inf", "+.INF",
 		".nan", ".NaN", ".NAN", NULL,
 	};
+	const char *const *t;
+	int type;
+
+	switch (s[0]) {
+	case '\0':
+		return ST_NULL;
+	case '~':
+		return s[1] ? -1 : ST_NULL;
+	case 'n': case 'N':
+		t = nulls, type = ST_NULL;
+		break;
+	case 't': case 'T': case 'f': case 'F':
+		t = bools, type = ST_BOOL;
+		break;
+	case '.': case '+': case '-':
+		t = floats, type = ST_FLOAT;
+		break;
+	default:
+		return -1;
+	}
+	for (; *t; t++)
+		if ((*t)[0] == s[0] && !strcmp(s, *t))
+			return type;
+	return -1;
+}
+
+static enum stype yaml__plain_type(const char *s)
+{
 	long long ll;
 	const char *c = s;
 	bool digits = false;
+	int special;
 
 	/* Most scalars are names: no special form starts with their first
-	 * byte, and the loops below are most of a large file's parse. */
+	 * byte. */
 	if (s[0] && !strchr("~nNtTfF.+-0123456789", s[0]))
 		return ST_STR;
-	for (const char *const *t = nulls; !isdigit((unsigned char)s[0]) && *t; t++)
-		if (!strcmp(s, *t))
-			return ST_NULL;
-	for (const char *const *t = bools; !isdigit((unsigned char)s[0]) && *t; t++)
-		if (!strcmp(s, *t))
-			return ST_BOOL;
-	for (const char *const *t = floats; !isdigit((unsigned char)s[0]) && *t; t++)
-		if (!strcmp(s, *t))
-			return ST_FLOAT;
+	special = yaml__special(s);
+	if (special >= 0)
+		return (enum stype)special;
 	if (isdigit((unsigned char)s[*s == '-' || *s == '+']) && !scalar__int(s, &ll))
 		return ST_INT;
 	/* [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)? */
@@ -1384,7 +1466,6 @@ static void yload__reset(struct yload *y)
 	for (size_t i = 0; i < y->nanchors; i++)
 		free(y->anchors[i].name);
 	y->nanchors = 0;
-	node__free(y->root);
 	y->root = NULL;
 }
 
@@ -1411,15 +1492,10 @@ static void yload__anchor(struct pctx *p, struct yload *y, const yaml_char_t *na
 static int yload__add(struct pctx *p, struct yload *y, struct node *n)
 {
 	if (!y->depth) {
-		node__free(y->root);
 		y->root = n;
 		return 0;
 	}
-	if (node__push(p, y->stack[y->depth - 1].n, n)) {
-		node__free(n);
-		return -ENOMEM;
-	}
-	return 0;
+	return node__push(p, y->stack[y->depth - 1].n, n);
 }
 
 static int yload__event(struct pctx *p, struct yload *y, const yaml_event_t *ev)
@@ -1430,22 +1506,22 @@ static int yload__event(struct pctx *p, struct yload *y, const yaml_event_t *ev)
 	switch (ev->type) {
 	case YAML_DOCUMENT_START_EVENT:
 		yload__reset(y);
+		arena__reset(p, false);
 		return 0;
 	case YAML_DOCUMENT_END_EVENT:
 		if (y->root)
 			root__check(p, y->root);
 		yload__reset(y);
+		arena__reset(p, false);
 		return 0;
 	case YAML_SCALAR_EVENT:
 		if (!(n = node__new(p, NK_SCALAR, line, col)))
 			return -ENOMEM;
 		n->st = yaml__scalar_type(ev);
-		n->s = strndup((const char *)ev->data.scalar.value, ev->data.scalar.length);
-		if (!n->s) {
-			p->oom = true;
-			node__free(n);
+		n->s = node__strndup(p, (const char *)ev->data.scalar.value,
+				     ev->data.scalar.length);
+		if (!n->s)
 			return -ENOMEM;
-		}
 		if (yload__add(p, y, n))
 			return -ENOMEM;
 		yload__anchor(p, y, ev->data.scalar.anchor, n);
@@ -1637,20 +1713,15 @@ static struct node *json__build(struct pctx *p, const cJSON *it, struct jscan *s
 			if (obj) {
 				struct node *k = node__new(p, NK_SCALAR, s->line, s->col);
 
-				if (!k || !(k->s = p_strdup(p, c->string)) || node__push(p, n, k)) {
-					node__free(k);
-					goto fail;
-				}
+				if (!k || !(k->s = node__strndup(p, c->string, strlen(c->string))) ||
+				    node__push(p, n, k))
+					return NULL;
 				js__skip_string(s);
 				js__ws(s);
 				js__adv(s, 1);	/* : */
 			}
-			if (!(v = json__build(p, c, s)))
-				goto fail;
-			if (node__push(p, n, v)) {
-				node__free(v);
-				goto fail;
-			}
+			if (!(v = json__build(p, c, s)) || node__push(p, n, v))
+				return NULL;
 			js__ws(s);
 			if (js__peek(s) == ',')
 				js__adv(s, 1);
@@ -1663,14 +1734,12 @@ static struct node *json__build(struct pctx *p, const cJSON *it, struct jscan *s
 		return NULL;
 	if (cJSON_IsString(it)) {
 		n->st = ST_STR;
-		n->s = p_strdup(p, it->valuestring);
+		n->s = node__strndup(p, it->valuestring, strlen(it->valuestring));
 		js__skip_string(s);
 	} else {
 		tl = js__token_len(s);
 		/* The source text, not valuedouble: 443 and 443.0 differ. */
-		n->s = strndup(s->buf + s->off, tl);
-		if (!n->s)
-			p->oom = true;
+		n->s = node__strndup(p, s->buf + s->off, tl);
 		if (cJSON_IsNumber(it))
 			n->st = n->s && strspn(n->s, "-0123456789") == tl ? ST_INT : ST_FLOAT;
 		else if (cJSON_IsBool(it))
@@ -1679,14 +1748,7 @@ static struct node *json__build(struct pctx *p, const cJSON *it, struct jscan *s
 			n->st = ST_NULL;
 		js__adv(s, tl);
 	}
-	if (!n->s) {
-		node__free(n);
-		return NULL;
-	}
-	return n;
-fail:
-	node__free(n);
-	return NULL;
+	return n->s ? n : NULL;
 }
 
 /*
@@ -1893,7 +1955,6 @@ static void json__load(struct pctx *p, const char *buf, size_t len)
 		return;
 	}
 	root__check(p, tree);
-	node__free(tree);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2035,6 +2096,7 @@ int policy__parse_buf(const char *name, const char *buf, size_t len,
 	for (size_t k = 0; k < p.ndocs; k++)
 		doc__free(&p.docs[k].d);
 	free(p.docs);
+	arena__reset(&p, true);
 	return err;
 }
 

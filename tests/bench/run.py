@@ -1069,7 +1069,8 @@ class Bench:
                 raise HarnessError("sluiced did not start: %s" % d.stderr()[-2000:])
             time.sleep(0.005)
         res["start_to_ready_ms"] = (time.monotonic() - t) * 1e3
-        time.sleep(0.5)
+        # settled: sluiced gives freed memory back 1 s after a reconcile
+        time.sleep(1.5)
         res["rss_idle_kib"] = self.rss_kib(d.pid)
 
         # 1k identities and 10k rules
@@ -1096,7 +1097,7 @@ class Bench:
             time.sleep(0.1)
         self.flip("eperm", None, pdir)          # the set is in force
         res["initial_apply_s"] = time.monotonic() - t
-        time.sleep(0.5)
+        time.sleep(1.5)
         res["rss_loaded_kib"] = self.rss_kib(d.pid)
         res["rss_loaded_identities"] = self.daemon_identities()
         res["rss_loaded_rules"] = n

@@ -523,6 +523,17 @@ static void test_duplicate_keys(void **state)
 		     "t.yaml:1:1: missing required field \"metadata\"\n"
 		     "t.yaml:1:1: missing required field \"spec\"\n"
 		     "t.yaml:2:2: duplicate key \"kind\" in the document (first at line 1)\n");
+	/* more keys than are compared pairwise: the sorted path */
+	expect_diags("apiVersion: sluice.dev/v1alpha1\n"
+		     "kind: AgentPolicy\n"
+		     "metadata:\n"
+		     "  name: p\n"
+		     "  labels: {a: x, b: x, c: x, d: x, e: x, f: x, g: x, h: x, i: x, j: x, k: x,\n"
+		     "           l: x, m: x, n: x, o: x, p: x, q: x, c: y, r: x}\n"
+		     "spec:\n"
+		     "  selector: {cgroupPaths: [a]}\n"
+		     "  egress: [{name: r, to: [{cidr: 10.0.0.0/8}]}]\n",
+		     "t.yaml:6:48: duplicate key \"c\" in metadata.labels (first at line 5)\n");
 }
 
 static void test_duplicate_docs(void **state)
