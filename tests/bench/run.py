@@ -424,8 +424,8 @@ class Bench:
                 m = TAG_RE.match(name)
                 if m and not pid_alive(int(m.group(1))):
                     log("removing stale pins %s" % name)
-                    if not os.path.isdir("/sys/fs/bpf/" + name):
-                        os.unlink("/sys/fs/bpf/" + name)    # the floor program
+                    if name.endswith("_floor"):             # the floor programs
+                        self.remove_floor("/sys/fs/bpf/" + name)
                         continue
                     run([SLUICE, "detach", "--pin-path", "/sys/fs/bpf/" + name], check=False)
                     self.remove_locks("/sys/fs/bpf/" + name)
@@ -494,9 +494,8 @@ class Bench:
         for pin in self.pins:
             run([SLUICE, "detach", "--pin-path", pin], check=False)
             self.remove_locks(pin)
-        remove_cgroup_tree(self.top)      # detaches the floor program
-        if os.path.exists(self.pin_floor):
-            os.unlink(self.pin_floor)
+        remove_cgroup_tree(self.top)      # detaches the floor programs
+        self.remove_floor(self.pin_floor)
         if self.stats_orig is not None:
             try:
                 with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
@@ -519,6 +518,16 @@ class Bench:
             p = run(["bpftool", "link", "show", "pinned", "%s/link_%s" % (pin, name), "-j"])
             ids[name] = json.loads(p.stdout)["prog_id"]
         return ids
+
+    @staticmethod
+    def remove_floor(path):
+        """The floor's pinned programs (a directory of pins, or one pin)."""
+        if os.path.isdir(path):
+            for f in os.listdir(path):
+                os.unlink(os.path.join(path, f))
+            os.rmdir(path)
+        elif os.path.exists(path):
+            os.unlink(path)
 
     def bpf_stats(self, ids):
         p = run(["bpftool", "prog", "show", "-j"])
@@ -585,10 +594,12 @@ class Bench:
         agents["plain"] = Proc(self, [CONNBENCH, "agent"], "agent-plain", cgroup=self.cg("plain"))
         agents["ungov"] = Proc(self, [CONNBENCH, "agent"], "agent-ungov",
                                cgroup=self.cg("hooked", "ungov"))
-        # the floor: only the per-socket tag (tests/bench/floor.bpf.c)
-        run(["bpftool", "prog", "load", FLOOR_OBJ, self.pin_floor, "type", "cgroup/sock_create"])
-        run(["bpftool", "cgroup", "attach", self.cg("floor"), "sock_create", "pinned",
-             self.pin_floor])
+        # the floor: the per-socket tag and a connect4 that allows at once
+        # (tests/bench/floor.bpf.c)
+        run(["bpftool", "prog", "loadall", FLOOR_OBJ, self.pin_floor])
+        for hook, prog in (("sock_create", "floor_sock_create"), ("connect4", "floor_connect4")):
+            run(["bpftool", "cgroup", "attach", self.cg("floor"), hook, "pinned",
+                 os.path.join(self.pin_floor, prog)])
         agents["floor"] = Proc(self, [CONNBENCH, "agent"], "agent-floor", cgroup=self.cg("floor"))
         sizes = sorted(set(c["sizes"]) | {c["mid"]} | set(c["udp_sizes"]))
         for n in sizes:
@@ -607,8 +618,10 @@ class Bench:
             if a.name.startswith("agent-"):
                 a.expect_ready(10)
         ids = self.bpf_prog_ids(self.pin)
-        p = run(["bpftool", "prog", "show", "pinned", self.pin_floor, "-j"])
-        ids_floor = {"sock_create": json.loads(p.stdout)["id"]}
+        ids_floor = {}
+        for hook, prog in (("sock_create", "floor_sock_create"), ("connect4", "floor_connect4")):
+            p = run(["bpftool", "prog", "show", "pinned", os.path.join(self.pin_floor, prog), "-j"])
+            ids_floor[hook] = json.loads(p.stdout)["id"]
         if self.has_nft:
             self.nft_setup(c)
 
@@ -616,7 +629,7 @@ class Bench:
         V = [("tcp/none/allow", "tcp", "plain", "127.0.0.1", T, None, 0),
              ("tcp/none/refused", "tcp", "plain", "127.0.0.1", self.closed, None, 0),
              ("tcp/hooked-ungoverned/allow", "tcp", "ungov", "127.0.0.1", T, None, 0),
-             ("tcp/floor-tag/allow", "tcp", "floor", "127.0.0.1", T, None, 0)]
+             ("tcp/floor/allow", "tcp", "floor", "127.0.0.1", T, None, 0)]
         for n in c["sizes"]:
             V.append(("tcp/sluice-%d/allow" % n, "tcp", "sluice-%d" % n, "127.0.0.1", T, None, n))
             V.append(("tcp/sluice-%d/deny" % n, "tcp", "sluice-%d" % n, "127.0.0.2", T, None, n))
@@ -643,7 +656,7 @@ class Bench:
                 V.append(("udp/nftlin-%d/allow" % m, "udp", "plain", "127.0.0.1", U, "nftlin", m))
         # bpf_stats passes: sluice variants again with kernel.bpf_stats_enabled=1
         S = [v for v in V if "/sluice-" in v[0] or "/hooked-ungoverned/" in v[0] or
-             "/floor-" in v[0]]
+             "/floor/" in v[0]]
         # ring of each sluice run, for its loss counters
         st = self.status(self.pin)
         ring_of = {}
@@ -1161,7 +1174,7 @@ class Bench:
         V = P.get("connect", {}).get("variants", {})
         if V:
             v = V.get("tcp/sluice-%d/allow" % m)
-            fl = V.get("tcp/floor-tag/allow")
+            fl = V.get("tcp/floor/allow")
             self.target("connect+close, sluice %d rules / no hook" % m, v["ratio"], 1.03, "x",
                         v["ratio"] <= 1.03, "CPU time %.3f x%s" % (
                             v["cpu_ratio"], "; the per-socket tag alone (floor): %.3f x"
@@ -1174,12 +1187,19 @@ class Bench:
             v2 = V.get("tcp/sluice-%d/allow" % big)
             self.target("connect+close, sluice %d rules / no hook" % big, v2["ratio"], 1.05, "x",
                         v2["ratio"] <= 1.05, "CPU time %.3f x" % v2["cpu_ratio"])
+            fb = fl.get("bpf") if fl else None
             for n, lim in ((m, 150), (big, 200)):
                 b = V["tcp/sluice-%d/allow" % n]["bpf"]["connect4_ns_per_run"]
                 st = P["connect"]["bpf_reader_stopped"].get("tcp/sluice-%d/allow" % n)
+                detail = []
+                if fb and fb.get("connect4_ns_per_run"):
+                    detail.append("a connect4 that allows at once: %.0f ns"
+                                  % med(fb["connect4_ns_per_run"]))
+                if st:
+                    detail.append("%.0f ns with the reader stopped (no wakeups)"
+                                  % med(st["connect4_ns_per_run"]))
                 self.target("connect4 run time, %d rules (events on)" % n, med(b), lim, "ns",
-                            med(b) <= lim, "%.0f ns with the reader stopped (no wakeups)"
-                            % med(st["connect4_ns_per_run"]) if st else "")
+                            med(b) <= lim, "; ".join(detail))
         E = P.get("events")
         if E:
             self.target("events lost at max connect rate (%.0f/s)" % med(E["max_connect_rate"]),
@@ -1236,8 +1256,8 @@ class Bench:
                 s = v["ns_per_op"]
                 bp = v.get("bpf")
                 main = "connect4" if name.startswith("tcp/") else "sendmsg4"
-                if "/floor-" in name:
-                    main = "sock_create"
+                if "/floor/" in name:
+                    main = "connect4"
                 out.append("%-30s %9.0f %9.0f-%-9.0f %9.0f %9.0f %7.3f %7.3f %7s %9s %9s %s" % (
                     name, s["median"], s["min"], s["max"], med(v["ops_per_s"]),
                     med(v["cpu_ns_per_op"]), v["ratio"], v["cpu_ratio"],
@@ -1252,8 +1272,11 @@ class Bench:
                     med(bp["bpf_ns_per_op"]), med(bp["connect4_ns_per_run"])))
             mid = "tcp/sluice-%d/allow" % c["mid"]
             out.append("   per program, %s (ns/run x runs/op):" % mid)
-            for label, b in (("reader running", V[mid]["bpf"]),
-                             ("reader stopped", P["connect"]["bpf_reader_stopped"][mid])):
+            rows = [("reader running", V[mid]["bpf"]),
+                    ("reader stopped", P["connect"]["bpf_reader_stopped"][mid])]
+            if V.get("tcp/floor/allow", {}).get("bpf"):
+                rows.append(("floor", V["tcp/floor/allow"]["bpf"]))
+            for label, b in rows:
                 out.append("     %-15s " % label + "  ".join(
                     "%s %.0f x%.1f" % (p, med(b[p + "_ns_per_run"]), med(b[p + "_runs_per_op"]))
                     for p in ("sock_create", "connect4", "sockops") if b[p + "_ns_per_run"]))
