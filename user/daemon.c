@@ -520,21 +520,6 @@ static int daemon__compile(struct daemon *d, struct docref *docs, size_t ndocs, 
 	return rc;
 }
 
-/* Can E take C in place? Every rule both have must keep its names: events
- * already in the ring carry its id. */
-static bool daemon__patchable(struct daemon *d, const struct set_ent *e, const struct compiled *c)
-{
-	size_t n = c->nrules < e->st.nrules ? c->nrules : e->st.nrules;
-
-	if (!e->st.valid)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!events__rule_named(&d->render, e->set_id, c->rules[i].rule_id,
-					&c->rules[i].meta))
-			return false;
-	return true;
-}
-
 /* E's docs changed: written in place when its rules keep their names (the
  * identities and patterns pointing at it need no update, and only what
  * changed is written), else false and the caller makes a new set. */
@@ -544,8 +529,7 @@ static bool daemon__set_refresh(struct daemon *d, struct set_ent *e, const struc
 	struct dp_patch_stats ps = {};
 	uint32_t old_nrules = e->st.nrules;
 
-	if (!daemon__patchable(d, e, c) ||
-	    datapath__set_patch(&d->dp, e->set_id, &e->st, c, policies, &ps))
+	if (datapath__set_patch(&d->dp, e->set_id, &e->st, c, policies, &ps))
 		return false;
 	for (size_t i = old_nrules; i < c->nrules; i++)
 		events__names_add_rule(&d->render, e->set_id, c->rules[i].rule_id,

@@ -687,11 +687,41 @@ static unsigned int ent__bits(const struct compile_entry *ce)
 	return ce->key.prefixlen - SL_LPM_SET_BITS;
 }
 
+/* FNV-1a over what names a rule: its texts up to their ends, class, action. */
+static uint64_t rule__digest(const struct sl_rule_meta *m)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	size_t pl = strnlen(m->policy, sizeof(m->policy)), rl = strnlen(m->rule, sizeof(m->rule));
+
+	for (size_t i = 0; i < pl; i++)
+		h = (h ^ (uint8_t)m->policy[i]) * 0x100000001b3ULL;
+	h = (h ^ 0xff) * 0x100000001b3ULL;	/* "ab"+"c" differs from "a"+"bc" */
+	for (size_t i = 0; i < rl; i++)
+		h = (h ^ (uint8_t)m->rule[i]) * 0x100000001b3ULL;
+	h = (h ^ 0xff) * 0x100000001b3ULL;
+	h = (h ^ m->class) * 0x100000001b3ULL;
+	return (h ^ m->action) * 0x100000001b3ULL;
+}
+
+bool datapath__rules_kept(const struct dp_set_state *st, const struct compiled *c)
+{
+	size_t n = c->nrules < st->nrules ? c->nrules : st->nrules;
+
+	if (!st->valid || (n && !st->rule_digests))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (c->rules[i].rule_id != COMPILE_RULE_ID(i) ||
+		    rule__digest(&c->rules[i].meta) != st->rule_digests[i])
+			return false;
+	return true;
+}
+
 void datapath__set_state_free(struct dp_set_state *st)
 {
 	if (!st)
 		return;
 	free(st->ents);
+	free(st->rule_digests);
 	free(st->fqdns);
 	memset(st, 0, sizeof(*st));
 }
@@ -717,10 +747,13 @@ static int state__build(const struct compiled *c, struct dp_set_state *st)
 	}
 	if (len && !(st->ents = malloc(len)))
 		return -ENOMEM;
-	if (c->nfqdns && !(st->fqdns = calloc(c->nfqdns, sizeof(*st->fqdns)))) {
+	if ((c->nfqdns && !(st->fqdns = calloc(c->nfqdns, sizeof(*st->fqdns)))) ||
+	    (c->nrules && !(st->rule_digests = calloc(c->nrules, sizeof(*st->rule_digests))))) {
 		datapath__set_state_free(st);
 		return -ENOMEM;
 	}
+	for (i = 0; i < c->nrules; i++)
+		st->rule_digests[i] = rule__digest(&c->rules[i].meta);
 	for (i = 0, p = st->ents; i < c->nentries; i++) {
 		const struct compile_entry *ce = &c->entries[i];
 
@@ -996,6 +1029,8 @@ int datapath__set_patch(struct datapath *dp, uint32_t set_id, struct dp_set_stat
 
 	if (!st || !st->valid)
 		return -ENOENT;
+	if (!datapath__rules_kept(st, c))
+		return -ESTALE;
 	err = state__build(c, &ns);
 	if (err)
 		return err;

@@ -61,13 +61,15 @@ bool datapath__pinned(const char *pin_path);
  * version can be written as the difference (datapath__set_patch) and the
  * set deleted without a walk of every set's entries (the trie holds them
  * all: 54 ms at 10k rules). Entries are packed in compile order, about 30
- * bytes each instead of the 268 of a key and value. */
+ * bytes each instead of the 268 of a key and value; rules' names are kept
+ * as digests (8 bytes instead of 200). */
 struct dp_set_state {
 	bool valid;		/* false: unknown (adopted, or a patch failed) */
 	uint8_t *ents;		/* per entry: bits, address, n, n port entries */
 	size_t len;
 	size_t nentries;
 	uint32_t nrules;	/* names at COMPILE_RULE_ID(0 .. nrules - 1) */
+	uint64_t *rule_digests;	/* of each rule's names (policy, rule, class, action) */
 	uint8_t (*fqdns)[SL_ADDR_LEN];
 	size_t nfqdns;
 };
@@ -83,13 +85,16 @@ struct dp_patch_stats {
  * for datapath__set_patch() and datapath__set_del_state(). */
 int datapath__set_add(struct datapath *dp, const struct compiled *c, const char *policies,
 		      uint32_t *set_id, struct dp_set_state *st);
+/* Do the rules ST and C both have (ids below both rule counts) keep their
+ * names? Compared by a 64-bit digest of each rule's names. */
+bool datapath__rules_kept(const struct dp_set_state *st, const struct compiled *c);
 /* Bring SET_ID, as described by ST, to C in place: what changed is written,
  * longest prefixes first, then what went is deleted, shortest first, so a
  * lookup during the patch gets either the old or the new set's verdict.
- * The caller checks that the rules both have (ids below ST->nrules and
- * C->nrules) keep their names: a recorded rule id must keep naming the
- * rule that decided. On error ST is made unknown and the set is in some
- * state between the two: the caller replaces it with a new set. */
+ * -ESTALE if a rule both have changed its names (datapath__rules_kept): a
+ * recorded rule id must keep naming the rule that decided. On any other
+ * error ST is made unknown and the set is in some state between the two.
+ * Either way the caller replaces the set with a new one. */
 int datapath__set_patch(struct datapath *dp, uint32_t set_id, struct dp_set_state *st,
 			const struct compiled *c, const char *policies,
 			struct dp_patch_stats *stats);

@@ -318,25 +318,6 @@ const struct sl_rule_meta *events__rule_meta(struct events_render *r, uint32_t s
 	return events__rule(r, set_id, rule_id);
 }
 
-bool events__rule_named(struct events_render *r, uint32_t set_id, uint32_t rule_id,
-			const struct sl_rule_meta *meta)
-{
-	uint64_t key = (uint64_t)set_id << 32 | rule_id;
-	struct name_ent *e = names__find(r->names, key, 0);
-	size_t len = strnlen(meta->rule, sizeof(meta->rule) - 1);
-	const struct sl_rule_meta *m;
-
-	/* Compared where they are kept: a 10k-rule set is checked per patch. */
-	if (e && e->policy)
-		return e->class == meta->class && e->action == meta->action &&
-		       !strncmp(e->policy, meta->policy, sizeof(meta->policy) - 1) &&
-		       !strncmp(e->text, meta->rule, len) && !e->text[len];
-	m = events__rule(r, set_id, rule_id);
-	return m && m->class == meta->class && m->action == meta->action &&
-	       !strncmp(m->policy, meta->policy, sizeof(m->policy) - 1) &&
-	       !strncmp(m->rule, meta->rule, sizeof(m->rule) - 1);
-}
-
 static const char *events__set_policies(struct events_render *r, uint32_t set_id)
 {
 	struct name_ent *e = names__find(r->names, set_id, 1);

@@ -3,7 +3,6 @@
 #ifndef SLUICE_EVENTS_H
 #define SLUICE_EVENTS_H
 
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -52,9 +51,6 @@ int events__names_add_set(struct events_render *r, uint32_t set_id, const char *
  * valid until the next call on R. */
 const struct sl_rule_meta *events__rule_meta(struct events_render *r, uint32_t set_id,
 					     uint32_t rule_id);
-/* Are the names known for {SET_ID, RULE_ID} (cache, else the pins) META's? */
-bool events__rule_named(struct events_render *r, uint32_t set_id, uint32_t rule_id,
-			const struct sl_rule_meta *meta);
 /* Cached: the path of cgroup ID below the mount (NULL if gone), and the
  * selecting policies of SET_ID. */
 const char *events__cgroup_name(struct events_render *r, uint64_t id);

@@ -20,8 +20,8 @@
  *       of the previous set, alternating A and B. Also the kernel's memory
  *       accounting of each map (fdinfo "memlock") with and without the set.
  *       With --patch, every change after the first load is written in place
- *       as sluiced does when the rules keep their names: the names checked
- *       (events__rule_named), then datapath__set_patch.
+ *       as sluiced does when the rules keep their names: datapath__set_patch
+ *       (the names check, datapath__rules_kept, also timed apart).
  *
  *   pipebench gateway --seconds S [--out FILE]
  *       Gateway decision-log lines -> joined records, as sluiced handles a
@@ -283,7 +283,6 @@ static int cmd_apply(int argc, char **argv)
 	bool patch = false;
 	struct datapath_opts dopts = { .pin_path = pin, .cgroup_root = root };
 	struct datapath dp;
-	struct events_render names;
 	struct sl_identity id = {};
 	uint32_t cur = 0;
 	struct dp_set_state cur_st = {}, st = {};
@@ -305,10 +304,6 @@ static int cmd_apply(int argc, char **argv)
 	}
 	if ((err = datapath__open(&dp, &dopts))) {
 		fprintf(stderr, "pipebench apply: datapath: %s\n", strerror(-err));
-		return 1;
-	}
-	if ((err = events__render_init(&names, &dp, "bench"))) {
-		datapath__release(&dp);
 		return 1;
 	}
 	printf("{\"phase\":\"empty\",");
@@ -351,20 +346,16 @@ static int cmd_apply(int argc, char **argv)
 			break;
 		}
 		if (patch && cur) {
-			/* as sluiced does: the shared rules' names checked, then
-			 * the difference written in place; nothing flips */
-			size_t n = c.nrules < cur_st.nrules ? c.nrules : cur_st.nrules;
+			/* as sluiced does: the difference written in place
+			 * (datapath__set_patch checks the rules' names first;
+			 * timed apart here); nothing flips */
+			bool kept = datapath__rules_kept(&cur_st, &c);
 
-			for (k = 0; k < n; k++)
-				if (!events__rule_named(&names, cur, c.rules[k].rule_id,
-							&c.rules[k].meta))
-					break;
 			t3 = now_ns();
-			err = k < n ? -EINVAL :
-			      datapath__set_patch(&dp, cur, &cur_st, &c, "bench", &pst);
+			err = datapath__set_patch(&dp, cur, &cur_st, &c, "bench", &pst);
 			t4 = t5 = now_ns();
 			if (err)
-				fprintf(stderr, "pipebench apply: %s\n", k < n ? "rule names changed" :
+				fprintf(stderr, "pipebench apply: %s\n", !kept ? "rule names changed" :
 					strerror(-err));
 			printf("{\"phase\":\"patch\",\"rules\":%zu,\"entries\":%zu,\"parse_ns\":%llu,"
 			       "\"compile_ns\":%llu,\"names_check_ns\":%llu,\"patch_ns\":%llu,"
@@ -392,8 +383,6 @@ static int cmd_apply(int argc, char **argv)
 			policy__set_free(&ps);
 			break;
 		}
-		for (k = 0; k < c.nrules; k++)
-			events__names_add_rule(&names, set_id, c.rules[k].rule_id, &c.rules[k].meta);
 		id.set_id = set_id;
 		id.owner_pid = getpid();
 		err = datapath__ident_put(&dp, cgid, &id);
@@ -427,7 +416,6 @@ static int cmd_apply(int argc, char **argv)
 	if (cur)
 		datapath__set_del_state(&dp, cur, &cur_st);
 	datapath__set_state_free(&cur_st);
-	events__render_free(&names);
 	datapath__release(&dp);
 	return err ? 1 : 0;
 }

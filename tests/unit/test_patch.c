@@ -362,11 +362,67 @@ static void test_plan_writes_only_the_difference(void **state)
 	policy__set_free(&sb);
 }
 
+/* A patch keeps rule ids: the rules both versions have must keep their
+ * names. Added at the end: kept. Renamed, reclassed or shifted: not. */
+static void test_rules_kept(void **state)
+{
+	struct rnd r = { .s = 99 };
+	static struct pol a, b;
+	struct pol_set sa, sb;
+	struct compiled ca, cb;
+	struct dp_set_state st;
+
+	(void)state;
+	pol_random(&r, &a);
+	pol_compile(&a, &sa, &ca);
+	assert_int_equal(datapath__set_state(&ca, &st), 0);
+	assert_true(datapath__rules_kept(&st, &ca));
+
+	b = a;					/* one more rule at the end */
+	b.ncidr[b.nrules] = 1;
+	snprintf(b.cidr[b.nrules][0], sizeof(b.cidr[0][0]), "10.9.9.9/32");
+	b.port[b.nrules++] = 80;
+	pol_compile(&b, &sb, &cb);
+	assert_true(datapath__rules_kept(&st, &cb));
+	compile__free(&cb);
+	policy__set_free(&sb);
+
+	b = a;					/* the last rule gone */
+	b.nrules--;
+	pol_compile(&b, &sb, &cb);
+	assert_true(datapath__rules_kept(&st, &cb));
+	compile__free(&cb);
+	policy__set_free(&sb);
+
+	/* a rule renamed: its id would name another rule */
+	cb = ca;
+	cb.rules = calloc(ca.nrules, sizeof(*cb.rules));
+	assert_non_null(cb.rules);
+	memcpy(cb.rules, ca.rules, ca.nrules * sizeof(*cb.rules));
+	snprintf(cb.rules[1].meta.rule, sizeof(cb.rules[1].meta.rule), "r1b");
+	assert_false(datapath__rules_kept(&st, &cb));
+	assert_int_equal(datapath__set_patch(NULL, 1, &st, &cb, "p", NULL), -ESTALE);
+	assert_true(st.valid);
+	memcpy(cb.rules, ca.rules, ca.nrules * sizeof(*cb.rules));
+	cb.rules[2].meta.class = (uint8_t)(cb.rules[2].meta.class + 1);
+	assert_false(datapath__rules_kept(&st, &cb));
+	memcpy(cb.rules, ca.rules, ca.nrules * sizeof(*cb.rules));
+	snprintf(cb.rules[0].meta.policy, sizeof(cb.rules[0].meta.policy), "other/p");
+	assert_false(datapath__rules_kept(&st, &cb));
+	free(cb.rules);
+
+	datapath__set_state_free(&st);
+	assert_false(datapath__rules_kept(&st, &ca));
+	compile__free(&ca);
+	policy__set_free(&sa);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_plan_keeps_every_lookup_old_or_new),
 		cmocka_unit_test(test_plan_writes_only_the_difference),
+		cmocka_unit_test(test_rules_kept),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
