@@ -985,7 +985,7 @@ int datapath__patch_plan(const struct dp_set_state *st, const struct compiled *c
 	}
 	/* Both sides are in compile order: one merge finds what changed. */
 	p = st->ents;
-	end = st->ents + st->len;
+	end = st->ents ? st->ents + st->len : NULL;
 	while (p < end || i < c->nentries) {
 		const struct compile_entry *ce = i < c->nentries ? &c->entries[i] : NULL;
 		int cmp = p >= end ? 1 : !ce ? -1 :

@@ -353,6 +353,24 @@ static void test_plan_writes_only_the_difference(void **state)
 		assert_int_equal(pl.upd_keys[i].set_id, htonl(SET_ID));
 	datapath__patch_plan_free(&pl);
 
+	/* to and from an empty set: everything written, everything deleted */
+	{
+		struct compiled empty = { 0 };
+		struct dp_set_state est;
+
+		assert_int_equal(datapath__patch_plan(&st, &empty, SET_ID, &pl), 0);
+		assert_int_equal(pl.nupd, 0);
+		assert_int_equal(pl.ndel, ca.nentries);
+		datapath__patch_plan_free(&pl);
+		assert_int_equal(datapath__set_state(&empty, &est), 0);
+		assert_true(est.valid);
+		assert_int_equal(datapath__patch_plan(&est, &ca, SET_ID, &pl), 0);
+		assert_int_equal(pl.nupd, ca.nentries);
+		assert_int_equal(pl.ndel, 0);
+		datapath__patch_plan_free(&pl);
+		datapath__set_state_free(&est);
+	}
+
 	/* an unknown state cannot be patched */
 	datapath__set_state_free(&st);
 	assert_int_equal(datapath__patch_plan(&st, &cb, SET_ID, &pl), -ENOENT);
