@@ -529,6 +529,10 @@ static bool daemon__set_refresh(struct daemon *d, struct set_ent *e, const struc
 	struct dp_patch_stats ps = {};
 	uint32_t old_nrules = e->st.nrules;
 
+	/* The mode lives in the identities, which flip with a set id in one
+	 * update: a mode change is a new set, never half in place. */
+	if ((c->flags | SL_IDF_DAEMON) != e->flags)
+		return false;
 	if (datapath__set_patch(&d->dp, e->set_id, &e->st, c, policies, &ps))
 		return false;
 	for (size_t i = old_nrules; i < c->nrules; i++)
@@ -1208,8 +1212,11 @@ static int daemon__reconcile(struct daemon *d)
 		    !memcmp(&have, &want, sizeof(want)))
 			continue;
 		if (datapath__ident_put(&d->dp, m[i].cgid, &want)) {
-			pr_err("cannot register %s: %s\n", m[i].path, strerror(errno));
 			err = -errno;
+			pr_err("cannot register %s: %s\n", m[i].path, strerror(-err));
+			/* it still points at the set it had: that set stays */
+			if (!datapath__ident_get(&d->dp, m[i].cgid, &have))
+				daemon__keep_set(d, have.set_id);
 		}
 	}
 

@@ -976,6 +976,12 @@ int datapath__patch_plan(const struct dp_set_state *st, const struct compiled *c
 	memset(pl, 0, sizeof(*pl));
 	if (!st || !st->valid)
 		return -ENOENT;
+	/* The orders below index by prefix length: refuse what is not one. */
+	for (i = 0; i < c->nentries; i++)
+		if (c->entries[i].key.prefixlen < SL_LPM_SET_BITS ||
+		    c->entries[i].key.prefixlen > SL_LPM_SET_BITS + 8 * SL_ADDR_LEN)
+			return -EINVAL;
+	i = 0;
 	pl->upd_keys = calloc(c->nentries + 1, sizeof(*pl->upd_keys));
 	pl->upd_vals = calloc(c->nentries + 1, sizeof(*pl->upd_vals));
 	pl->del_keys = calloc(st->nentries + 1, sizeof(*pl->del_keys));
@@ -1042,10 +1048,16 @@ int datapath__set_patch(struct datapath *dp, uint32_t set_id, struct dp_set_stat
 	if (err)
 		goto out;
 	/* Names first: a new rule's id must name it before a verdict can
-	 * carry it. */
-	if (c->nrules > st->nrules && datapath__write_rmeta(dp, set_id, c, st->nrules)) {
-		err = -errno;
-		goto fail;
+	 * carry it. The set's rule count is raised before any name is
+	 * written, so that a patch cut short leaves no name that a later
+	 * delete (by this daemon or the next) would not find. */
+	if (c->nrules > st->nrules) {
+		info.nrules = c->nrules;
+		if (bpf_map_update_elem(dp->map_fd[DP_SETS], &set_id, &info, BPF_EXIST) ||
+		    datapath__write_rmeta(dp, set_id, c, st->nrules)) {
+			err = -errno;
+			goto fail;
+		}
 	}
 	if (datapath__write_fqdns(dp, set_id, c)) {
 		err = -errno;

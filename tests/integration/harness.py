@@ -216,16 +216,21 @@ def get(d, key):
     return d
 
 
-def read_events(path):
-    out = []
+def iter_events(path):
+    """The events of PATH one by one: a poll for the first match stops
+    there, however fast a running loop keeps appending (a whole read can
+    fall behind a writer at ~40 MB/s and never finish)."""
     if not os.path.exists(path):
-        return out
+        return
     with open(path) as f:
         for line in f:
             line = line.strip()
             if line:
-                out.append(json.loads(line))
-    return out
+                yield json.loads(line)
+
+
+def read_events(path):
+    return list(iter_events(path))
 
 
 def write_policy(env, text, name=None):

@@ -427,7 +427,7 @@ kind: AgentPolicy
 metadata: {{name: patch, namespace: itest}}
 spec:
   selector: {{cgroupPaths: ["{pattern}"]}}
-  egress:
+{mode}  egress:
     - name: {llm}
       class: llm
       to: [{{cidr: {near}}}]
@@ -449,8 +449,9 @@ def test_policy_change_patched_in_place(c):
         p1 = s.cgroup("p1")
         rel = s.rel + "/agents/p1"
 
-        def text(near, far, llm="llm"):
+        def text(near, far, llm="llm", mode=""):
             return PATCH_POLICY.format(pattern=s.pattern(), llm=llm, near=near, far=far,
+                                       mode="  mode: %s\n" % mode if mode else "",
                                        allow=c.allow.port, allow2=c.allow2.port)
         # 127.0.0.1's longest prefix moves between /32 and /24 and the
         # covering rule between /8 and /16: written in the wrong order,
@@ -505,10 +506,20 @@ def test_policy_change_patched_in_place(c):
                  "127.1.0.1:%d" % c.allow2.port)
         eq(ex["results"][0]["verdict"], "deny", "127.0.0.0/8 gone")
 
-        # a renamed rule: a new set, named by its new names
+        # the same rules in audit mode: the mode lives in the identity, so
+        # a new set flips with it in one update (never rules of one mode
+        # under the other)
+        write_atomic(path, text("127.0.0.0/24", "127.0.0.0/16", mode="audit"))
+        poll(lambda: updates("replace") >= 1, 5, "replacement for the mode change")
+        set1 = poll(lambda: ident() != set0 and ident(), 5, "identity flipped to the audit set")
+        eq(connect(p1, c.deny.port)["ret"], 0, "audit mode refuses nothing")
+        eq(updates("patch"), n + 1, "a mode change is never patched")
+
+        # a renamed rule (back in enforce mode): a new set, named by its new names
         write_atomic(path, text("127.0.0.0/24", "127.0.0.0/16", llm="llm-v2"))
-        poll(lambda: updates("replace") >= 1, 5, "replacement")
-        poll(lambda: ident() != set0, 5, "identity flipped to the new set")
+        poll(lambda: updates("replace") >= 2, 5, "replacement")
+        poll(lambda: ident() not in (set0, set1), 5, "identity flipped to the new set")
+        assert_eperm(p1, c.deny.port, "enforce mode again")
         ex = cli("explain", "--pin-path", s.pin, "--cgroup", rel, "-o", "json",
                  "127.0.0.1:%d" % c.allow.port)
         eq((ex["results"][0]["verdict"], ex["results"][0]["rule"]), ("allow", "llm-v2"),

@@ -15,7 +15,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (PROBE, SLUICE, Env, Suite, TcpEcho, Udp, eq, get, read_events,  # noqa: E402
+from harness import (PROBE, SLUICE, Env, Suite, TcpEcho, Udp, eq, get, iter_events, read_events,  # noqa: E402
                      sluice, sluice_run, sluice_run_argv, wait_for, write_policy)
 
 suite = Suite()
@@ -460,7 +460,7 @@ def test_sigkill_keeps_enforcement_and_next_loader_adopts(c):
                                     [PROBE, "connect-loop", "127.0.0.1", str(c.deny.port),
                                      "--until-file", stop, "--expect-deny"], events),
                     stdout=open(c.env.path("kill-out"), "w"))
-    wait_for(lambda: any(e["verdict"] == "deny" for e in read_events(events)), 10, "first deny")
+    wait_for(lambda: any(e["verdict"] == "deny" for e in iter_events(events)), 10, "first deny")
     before = json.loads(sluice("status", "--pin-path", c.env.pin, "-o", "json").stdout)
     p.send_signal(signal.SIGKILL)
     p.wait(5)

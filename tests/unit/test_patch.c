@@ -371,6 +371,17 @@ static void test_plan_writes_only_the_difference(void **state)
 		datapath__set_state_free(&est);
 	}
 
+	/* an entry that is not a prefix of this map is refused, not indexed */
+	{
+		uint32_t good = cb.entries[0].key.prefixlen;
+
+		cb.entries[0].key.prefixlen = SL_LPM_SET_BITS - 1;
+		assert_int_equal(datapath__patch_plan(&st, &cb, SET_ID, &pl), -EINVAL);
+		cb.entries[0].key.prefixlen = SL_LPM_SET_BITS + 129;
+		assert_int_equal(datapath__patch_plan(&st, &cb, SET_ID, &pl), -EINVAL);
+		cb.entries[0].key.prefixlen = good;
+	}
+
 	/* an unknown state cannot be patched */
 	datapath__set_state_free(&st);
 	assert_int_equal(datapath__patch_plan(&st, &cb, SET_ID, &pl), -ENOENT);
