@@ -139,7 +139,7 @@ bench: all
 	$(Q)$(CC) $(CFLAGS) $(WARN) -pthread tests/bench/connbench.c -o $(OUTPUT)/bench/connbench
 	$(call msg,BPF,$(OUTPUT)/bench/floor.bpf.o)
 	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -D__bpf__ -Wall -Werror -Iinclude \
-		-I$(dir $(VMLINUX)) -c tests/bench/floor.bpf.c -o $(OUTPUT)/bench/floor.bpf.o
+		-Ibpf -I$(dir $(VMLINUX)) -c tests/bench/floor.bpf.c -o $(OUTPUT)/bench/floor.bpf.o
 	$(call msg,LD,$(OUTPUT)/bench/pipebench)
 	$(Q)$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) tests/bench/pipebench.c $(OUTPUT)/libsluice.a \
 		$(LDLIBS) -o $(OUTPUT)/bench/pipebench

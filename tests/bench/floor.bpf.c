@@ -6,10 +6,40 @@
  * socket), and a cgroup/connect4 program that allows at once: what the
  * kernel's run-time statistics charge any connect4 program. Whatever these
  * cost, sluice cannot cost less.
+ *
+ * floor_connect4_event adds what the event contract costs by itself: one
+ * ring record per connect, reserved, filled and submitted by sluice's own
+ * code (bpf/lib/events.h), read by a reader on the other CPU (pipebench
+ * drain), with no identity and no decision.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "sluice/sluice.h"
+
+/* the names bpf/lib/events.h uses, one ring */
+struct floor_ring {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SL_RING_SIZE);
+} floor_ring SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct floor_ring);
+} sl_rings SEC(".maps") = {
+	.values = { [0] = &floor_ring },
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SL_COUNTERS_SIZE);
+	__type(key, __u32);
+	__type(value, __u64);
+} sl_counters SEC(".maps");
+
+#include "lib/events.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -33,5 +63,26 @@ int floor_sock_create(struct bpf_sock *sk)
 SEC("cgroup/connect4")
 int floor_connect4(struct bpf_sock_addr *ctx)
 {
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int floor_connect4_event(struct bpf_sock_addr *ctx)
+{
+	struct sl_event *ev;
+	void *rb;
+
+	ev = sl_event_reserve(0, &rb);
+	if (!ev)
+		return 1;
+	sl_event_task(ev);
+	ev->type = SL_EV_CONNECT;
+	ev->verdict = SL_VERDICT_ALLOW;
+	ev->cookie = bpf_get_socket_cookie(ctx);
+	ev->family = ctx->family;
+	ev->protocol = ctx->protocol;
+	ev->dport = bpf_ntohs((__u16)ctx->user_port);
+	sl_v4_mapped(ev->daddr, ctx->user_ip4);
+	sl_event_submit(ev, rb);
 	return 1;
 }

@@ -37,6 +37,13 @@
  *       datapath__open on empty pins (load + attach + pin), a second
  *       datapath__open that adopts the pins, and the teardown of the last
  *       user (datapath__release).
+ *
+ *   pipebench drain --ring PINNED_RINGBUF
+ *       The reader of the floor's ring (tests/bench/floor.bpf.c): consumes
+ *       the records as sluice's readers do (no wakeups asked for: a poll
+ *       every SL_READER_POLL_MS, or when the producer forces one), rendering
+ *       and writing each to /dev/null. Prints "ready", then at EOF on stdin
+ *       {"records":N}.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +53,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <sys/epoll.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <sys/socket.h>
 #include <linux/types.h>
 #include "sluice/sluice.h"
@@ -680,6 +690,78 @@ static int cmd_gateway(int argc, char **argv)
 	return 0;
 }
 
+struct drain {
+	struct events_render r;
+	FILE *out;
+	uint64_t n;
+};
+
+static int drain_cb(void *ctx, void *data, size_t len)
+{
+	struct drain *dr = ctx;
+	char line[4096];
+	int n;
+
+	if (len < sizeof(struct sl_event))
+		return 0;
+	n = events__render(&dr->r, data, line, sizeof(line));
+	if (n > 0 && (size_t)n < sizeof(line))
+		fwrite(line, 1, (size_t)n, dr->out);
+	dr->n++;
+	return 0;
+}
+
+static int cmd_drain(int argc, char **argv)
+{
+	const char *pin = opt(argc, argv, "--ring", NULL);
+	struct epoll_event ev = { .events = EPOLLIN }, got[2];
+	struct drain dr = {};
+	struct ring_buffer *rb;
+	int fd, efd;
+	bool eof = false;
+
+	if (!pin) {
+		fprintf(stderr, "drain: --ring PINNED_RINGBUF is required\n");
+		return 2;
+	}
+	fd = bpf_obj_get(pin);
+	if (fd < 0) {
+		fprintf(stderr, "drain: %s: %s\n", pin, strerror(errno));
+		return 1;
+	}
+	dr.out = fopen("/dev/null", "w");
+	rb = ring_buffer__new(fd, drain_cb, &dr, NULL);
+	efd = epoll_create1(EPOLL_CLOEXEC);
+	if (events__render_init(&dr.r, NULL, "bench-node") || !rb || !dr.out || efd < 0) {
+		fprintf(stderr, "drain: cannot read %s\n", pin);
+		return 1;
+	}
+	ev.data.fd = ring_buffer__epoll_fd(rb);
+	epoll_ctl(efd, EPOLL_CTL_ADD, ev.data.fd, &ev);
+	ev.data.fd = 0;
+	epoll_ctl(efd, EPOLL_CTL_ADD, 0, &ev);
+	printf("ready\n");
+	while (!eof) {
+		int n = epoll_wait(efd, got, 2, SL_READER_POLL_MS);
+
+		for (int i = 0; i < n; i++) {
+			char buf[64];
+
+			if (got[i].data.fd == 0 && read(0, buf, sizeof(buf)) <= 0)
+				eof = true;
+		}
+		ring_buffer__consume(rb);
+	}
+	ring_buffer__consume(rb);
+	printf("{\"records\":%llu}\n", (unsigned long long)dr.n);
+	ring_buffer__free(rb);
+	events__render_free(&dr.r);
+	fclose(dr.out);
+	close(efd);
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -692,6 +774,8 @@ int main(int argc, char **argv)
 		return cmd_start(argc - 2, argv + 2);
 	if (argc >= 2 && !strcmp(argv[1], "gateway"))
 		return cmd_gateway(argc - 2, argv + 2);
-	fprintf(stderr, "usage: pipebench render|apply|start|gateway ... (see the source)\n");
+	if (argc >= 2 && !strcmp(argv[1], "drain"))
+		return cmd_drain(argc - 2, argv + 2);
+	fprintf(stderr, "usage: pipebench render|apply|start|gateway|drain ... (see the source)\n");
 	return 2;
 }

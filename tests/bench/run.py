@@ -463,7 +463,7 @@ class Bench:
                 raise HarnessError("%s is missing: run `make bench`" % b)
         self.remove_stale()
         os.makedirs(self.top)
-        for c in ("server", "plain", "hooked", "hooked/ungov", "floor", "dh", "dh/agents",
+        for c in ("server", "plain", "hooked", "hooked/ungov", "floor", "floorev", "dh", "dh/agents",
                   "ap", "ap/id", "st"):
             os.makedirs(self.cg(c), exist_ok=True)
         self.stats_orig = open("/proc/sys/kernel/bpf_stats_enabled").read().strip()
@@ -521,10 +521,14 @@ class Bench:
 
     @staticmethod
     def remove_floor(path):
-        """The floor's pinned programs (a directory of pins, or one pin)."""
+        """The floor's pinned programs and maps (a directory of pins, maps
+        in its maps/, or one pin)."""
         if os.path.isdir(path):
             for f in os.listdir(path):
-                os.unlink(os.path.join(path, f))
+                if os.path.isdir(os.path.join(path, f)):
+                    Bench.remove_floor(os.path.join(path, f))
+                else:
+                    os.unlink(os.path.join(path, f))
             os.rmdir(path)
         elif os.path.exists(path):
             os.unlink(path)
@@ -594,13 +598,23 @@ class Bench:
         agents["plain"] = Proc(self, [CONNBENCH, "agent"], "agent-plain", cgroup=self.cg("plain"))
         agents["ungov"] = Proc(self, [CONNBENCH, "agent"], "agent-ungov",
                                cgroup=self.cg("hooked", "ungov"))
-        # the floor: the per-socket tag and a connect4 that allows at once
-        # (tests/bench/floor.bpf.c)
-        run(["bpftool", "prog", "loadall", FLOOR_OBJ, self.pin_floor])
-        for hook, prog in (("sock_create", "floor_sock_create"), ("connect4", "floor_connect4")):
-            run(["bpftool", "cgroup", "attach", self.cg("floor"), hook, "pinned",
-                 os.path.join(self.pin_floor, prog)])
-        agents["floor"] = Proc(self, [CONNBENCH, "agent"], "agent-floor", cgroup=self.cg("floor"))
+        # the floor: the per-socket tag and a connect4 that allows at once;
+        # floor-event: the same tag and one ring record per connect, read
+        # on the other side (tests/bench/floor.bpf.c)
+        run(["bpftool", "prog", "loadall", FLOOR_OBJ, self.pin_floor,
+             "pinmaps", os.path.join(self.pin_floor, "maps")])
+        floor_progs = {"floor": (("sock_create", "floor_sock_create"),
+                                 ("connect4", "floor_connect4")),
+                       "floorev": (("sock_create", "floor_sock_create"),
+                                   ("connect4", "floor_connect4_event"))}
+        for cg, progs in floor_progs.items():
+            for hook, prog in progs:
+                run(["bpftool", "cgroup", "attach", self.cg(cg), hook, "pinned",
+                     os.path.join(self.pin_floor, prog)])
+            agents[cg] = Proc(self, [CONNBENCH, "agent"], "agent-" + cg, cgroup=self.cg(cg))
+        drain = Proc(self, [PIPEBENCH, "drain", "--ring",
+                            os.path.join(self.pin_floor, "maps", "floor_ring")], "floor-drain")
+        drain.expect_ready(10)
         sizes = sorted(set(c["sizes"]) | {c["mid"]} | set(c["udp_sizes"]))
         for n in sizes:
             f = self.tmp_path("p%d.yaml" % n)
@@ -618,10 +632,13 @@ class Bench:
             if a.name.startswith("agent-"):
                 a.expect_ready(10)
         ids = self.bpf_prog_ids(self.pin)
-        ids_floor = {}
-        for hook, prog in (("sock_create", "floor_sock_create"), ("connect4", "floor_connect4")):
-            p = run(["bpftool", "prog", "show", "pinned", os.path.join(self.pin_floor, prog), "-j"])
-            ids_floor[hook] = json.loads(p.stdout)["id"]
+        ids_of = {}
+        for cg, progs in floor_progs.items():
+            ids_of[cg] = {}
+            for hook, prog in progs:
+                p = run(["bpftool", "prog", "show", "pinned", os.path.join(self.pin_floor, prog),
+                         "-j"])
+                ids_of[cg][hook] = json.loads(p.stdout)["id"]
         if self.has_nft:
             self.nft_setup(c)
 
@@ -629,7 +646,8 @@ class Bench:
         V = [("tcp/none/allow", "tcp", "plain", "127.0.0.1", T, None, 0),
              ("tcp/none/refused", "tcp", "plain", "127.0.0.1", self.closed, None, 0),
              ("tcp/hooked-ungoverned/allow", "tcp", "ungov", "127.0.0.1", T, None, 0),
-             ("tcp/floor/allow", "tcp", "floor", "127.0.0.1", T, None, 0)]
+             ("tcp/floor/allow", "tcp", "floor", "127.0.0.1", T, None, 0),
+             ("tcp/floor-event/allow", "tcp", "floorev", "127.0.0.1", T, None, 0)]
         for n in c["sizes"]:
             V.append(("tcp/sluice-%d/allow" % n, "tcp", "sluice-%d" % n, "127.0.0.1", T, None, n))
             V.append(("tcp/sluice-%d/deny" % n, "tcp", "sluice-%d" % n, "127.0.0.2", T, None, n))
@@ -656,7 +674,7 @@ class Bench:
                 V.append(("udp/nftlin-%d/allow" % m, "udp", "plain", "127.0.0.1", U, "nftlin", m))
         # bpf_stats passes: sluice variants again with kernel.bpf_stats_enabled=1
         S = [v for v in V if "/sluice-" in v[0] or "/hooked-ungoverned/" in v[0] or
-             "/floor/" in v[0]]
+             "/floor" in v[0]]
         # ring of each sluice run, for its loss counters
         st = self.status(self.pin)
         ring_of = {}
@@ -702,7 +720,7 @@ class Bench:
             self.set_stats(True)
             try:
                 for name, proto, ag, dst, port, hook, n in S:
-                    pids = ids_floor if ag == "floor" else ids
+                    pids = ids_of.get(ag, ids)
                     before = self.bpf_stats(pids)
                     agents[ag].send(load_cmd(proto, dst, port, c["stats_s"], cpu=self.client_cpu))
                     j = agents[ag].result(c["stats_s"] * 20 + 60)
@@ -1191,6 +1209,7 @@ class Bench:
             self.target("connect+close, sluice %d rules / no hook" % big, v2["ratio"], 1.05, "x",
                         v2["ratio"] <= 1.05, "CPU time %.3f x" % v2["cpu_ratio"])
             fb = fl.get("bpf") if fl else None
+            fe = (V.get("tcp/floor-event/allow") or {}).get("bpf")
             for n, lim in ((m, 150), (big, 200)):
                 b = V["tcp/sluice-%d/allow" % n]["bpf"]["connect4_ns_per_run"]
                 st = P["connect"]["bpf_reader_stopped"].get("tcp/sluice-%d/allow" % n)
@@ -1198,6 +1217,9 @@ class Bench:
                 if fb and fb.get("connect4_ns_per_run"):
                     detail.append("a connect4 that allows at once: %.0f ns"
                                   % med(fb["connect4_ns_per_run"]))
+                if fe and fe.get("connect4_ns_per_run"):
+                    detail.append("one that only writes the connect's ring record: %.0f ns"
+                                  % med(fe["connect4_ns_per_run"]))
                 if st:
                     detail.append("%.0f ns with the reader stopped (no wakeups)"
                                   % med(st["connect4_ns_per_run"]))
@@ -1259,7 +1281,7 @@ class Bench:
                 s = v["ns_per_op"]
                 bp = v.get("bpf")
                 main = "connect4" if name.startswith("tcp/") else "sendmsg4"
-                if "/floor/" in name:
+                if "/floor" in name:
                     main = "connect4"
                 out.append("%-30s %9.0f %9.0f-%-9.0f %9.0f %9.0f %7.3f %7.3f %7s %9s %9s %s" % (
                     name, s["median"], s["min"], s["max"], med(v["ops_per_s"]),
@@ -1277,8 +1299,9 @@ class Bench:
             out.append("   per program, %s (ns/run x runs/op):" % mid)
             rows = [("reader running", V[mid]["bpf"]),
                     ("reader stopped", P["connect"]["bpf_reader_stopped"][mid])]
-            if V.get("tcp/floor/allow", {}).get("bpf"):
-                rows.append(("floor", V["tcp/floor/allow"]["bpf"]))
+            for fl in ("floor", "floor-event"):
+                if V.get("tcp/%s/allow" % fl, {}).get("bpf"):
+                    rows.append((fl, V["tcp/%s/allow" % fl]["bpf"]))
             for label, b in rows:
                 out.append("     %-15s " % label + "  ".join(
                     "%s %.0f x%.1f" % (p, med(b[p + "_ns_per_run"]), med(b[p + "_runs_per_op"]))
