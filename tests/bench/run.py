@@ -1196,15 +1196,22 @@ class Bench:
         if V:
             v = V.get("tcp/sluice-%d/allow" % m)
             fl = V.get("tcp/floor/allow")
+            fev = V.get("tcp/floor-event/allow")
             self.target("connect+close, sluice %d rules / no hook" % m, v["ratio"], 1.03, "x",
-                        v["ratio"] <= 1.03, "CPU time %.3f x%s" % (
+                        v["ratio"] <= 1.03, "CPU time %.3f x%s%s" % (
                             v["cpu_ratio"], "; the per-socket tag alone (floor): %.3f x"
-                            % fl["ratio"] if fl else ""))
+                            % fl["ratio"] if fl else "",
+                            "; the tag and one ring record (floor-event): %.3f x"
+                            % fev["ratio"] if fev else ""))
             nf = V.get("tcp/nftset-%d/allow" % m)
             if nf:
+                ct = V.get("tcp/nftsetct-%d/allow" % m)
                 self.target("connect+close, sluice %d rules / nftables set %d" % (m, m),
                             v["ratio"] / nf["ratio"], 1.0, "x", v["ratio"] <= nf["ratio"],
-                            "CPU time %.3f x" % (v["cpu_ratio"] / nf["cpu_ratio"]))
+                            "CPU time %.3f x%s" % (
+                                v["cpu_ratio"] / nf["cpu_ratio"],
+                                "; / the set behind conntrack (nftsetct, %.3f x no hook): %.3f x"
+                                % (ct["ratio"], v["ratio"] / ct["ratio"]) if ct else ""))
             v2 = V.get("tcp/sluice-%d/allow" % big)
             self.target("connect+close, sluice %d rules / no hook" % big, v2["ratio"], 1.05, "x",
                         v2["ratio"] <= 1.05, "CPU time %.3f x" % v2["cpu_ratio"])
@@ -1415,9 +1422,26 @@ def main():
     ap.add_argument("--no-nft", action="store_true", help="skip the nftables variants")
     ap.add_argument("--out", help="JSON output (default build/bench.json, build/bench-smoke.json)")
     ap.add_argument("--strict", action="store_true", help="exit 2 if a target is missed")
+    ap.add_argument("--report", metavar="JSON",
+                    help="print the table and targets of an earlier run's results (runs nothing)")
     ap.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.build_only:
+        return 0
+    if args.report:
+        # the targets are evaluated again: the table is what this run.py says of those figures
+        b = Bench.__new__(Bench)
+        b.args = args
+        try:
+            with open(args.report) as f:
+                b.results = json.load(f)
+            b.cfg = b.results["config"]
+        except (OSError, ValueError, KeyError) as e:
+            print("sluice bench: %s: cannot read results: %s" % (args.report, e), file=sys.stderr)
+            return 1
+        b.results["targets"] = []
+        b.evaluate()
+        print(b.table())
         return 0
     if os.geteuid() != 0:
         print("sluice bench: needs root (BPF, cgroups, nftables)", file=sys.stderr)
