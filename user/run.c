@@ -58,8 +58,10 @@ struct run {
 	int ring_fd;
 	struct ring_buffer *rb;
 	uint32_t set_id;
+	struct dp_set_state st;	/* what set_id holds, for patches */
 	uint32_t flags;
 	bool registered;
+	bool patched;		/* the last apply wrote into the set in force */
 	struct events_render render;
 	FILE *events;
 	uint64_t nevents, nwrite_fail, nreported, nunreported;
@@ -192,8 +194,35 @@ static int run__policies_id(const struct pol_set *ps, char *buf, size_t len)
 	return 0;
 }
 
-/* Compile the policies and point the identity at the result. The old set
- * stays in the maps until the identity no longer names it, so a swap never
+/* A reload whose rules keep their names and mode is written into the set
+ * in force, as sluiced does (only the difference, in an order that keeps
+ * every lookup at the old or the new verdict). -ESTALE or another error:
+ * the caller makes a new set. */
+static int run__patch(struct run *r, const struct compiled *c, const char *policies,
+		      uint32_t flags)
+{
+	uint32_t old_nrules = r->st.nrules;
+	int err;
+
+	if (!r->set_id || flags != r->flags)
+		return -ESTALE;
+	err = datapath__set_patch(&r->dp, r->set_id, &r->st, c, policies, NULL);
+	if (err) {
+		if (err != -ESTALE && err != -ENOENT)	/* names changed; state unknown */
+			pr_warn("cannot write the change into policy set %u (%s): making a new set\n",
+				r->set_id, strerror(-err));
+		return err;
+	}
+	events__names_add_set(&r->render, r->set_id, policies);
+	for (size_t i = old_nrules; i < c->nrules; i++)
+		events__names_add_rule(&r->render, r->set_id, c->rules[i].rule_id,
+				       &c->rules[i].meta);
+	return 0;
+}
+
+/* Compile the policies and point the identity at the result: written in
+ * place when the rules keep their names, else a new set. The old set stays
+ * in the maps until the identity no longer names it, so a swap never
  * leaves a moment with neither. */
 static int run__apply(struct run *r)
 {
@@ -204,6 +233,7 @@ static int run__apply(struct run *r)
 	};
 	struct compiled c = {};
 	struct sl_identity id = {};
+	struct dp_set_state st = {};
 	char err_msg[512] = "", policies[256];
 	uint32_t set_id, old = r->set_id;
 	size_t i;
@@ -228,7 +258,14 @@ static int run__apply(struct run *r)
 			c.nskipped_services);
 
 	run__policies_id(&r->pols, policies, sizeof(policies));
-	err = datapath__set_add(&r->dp, &c, policies, &set_id, NULL);
+	r->patched = false;
+	if (!run__patch(r, &c, policies, c.flags | (r->audit ? SL_IDF_AUDIT : 0))) {
+		r->patched = true;
+		pr_debug("policy set %u: %zu rules, %zu prefixes, written in place\n", r->set_id,
+			 c.nrules, c.nentries);
+		goto out;
+	}
+	err = datapath__set_add(&r->dp, &c, policies, &set_id, &st);
 	if (err)
 		goto out;
 	events__names_add_set(&r->render, set_id, policies);
@@ -242,14 +279,17 @@ static int run__apply(struct run *r)
 	err = datapath__ident_put(&r->dp, r->cgid, &id);
 	if (err) {
 		pr_err("cannot register cgroup %s: %s\n", r->cg_path, strerror(-err));
-		datapath__set_del(&r->dp, set_id);
+		datapath__set_del_state(&r->dp, set_id, &st);
+		datapath__set_state_free(&st);
 		goto out;
 	}
 	r->registered = true;
 	r->set_id = set_id;
 	r->flags = id.flags;
 	if (old)
-		datapath__set_del(&r->dp, old);
+		datapath__set_del_state(&r->dp, old, &r->st);
+	datapath__set_state_free(&r->st);
+	r->st = st;
 	pr_debug("policy set %u: %zu rules, %zu prefixes\n", set_id, c.nrules, c.nentries);
 out:
 	compile__free(&c);
@@ -282,7 +322,8 @@ static void run__reload(struct run *r)
 		return;
 	}
 	policy__set_free(&old);
-	fprintf(stderr, "sluice: policies reloaded (set %u)\n", r->set_id);
+	fprintf(stderr, "sluice: policies reloaded%s (set %u)\n", r->patched ? " in place" : "",
+		r->set_id);
 }
 
 static void run__report_deny(struct run *r, const struct sl_event *ev)
@@ -527,7 +568,8 @@ static void run__cleanup(struct run *r)
 	if (r->registered)
 		datapath__ident_del(&r->dp, r->cgid);
 	if (r->set_id)
-		datapath__set_del(&r->dp, r->set_id);
+		datapath__set_del_state(&r->dp, r->set_id, &r->st);
+	datapath__set_state_free(&r->st);
 	if (r->rb)
 		ring_buffer__free(r->rb);
 	if (r->ring && r->registered)

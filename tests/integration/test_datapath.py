@@ -8,6 +8,7 @@ destination, pid, comm). Run one test: test_datapath.py test_tcp4.
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -414,17 +415,24 @@ def test_fqdn_rule_with_local_resolver(c):
     eq(explain["results"][0]["fqdn"], "agent.test", "explain: the name the address came from")
 
 
+def run_two_loops(c, policy, stop):
+    """sluice run under POLICY of two connect loops until STOP exists: one to
+    the allowed port, one to the denied port (expecting refusals)."""
+    script = ('"$0" connect-loop 127.0.0.1 "$1" --until-file "$3" & p1=$!; '
+              '"$0" connect-loop 127.0.0.1 "$2" --until-file "$3" --expect-deny & p2=$!; '
+              'wait $p1 $p2')
+    return c.env.spawn(sluice_run_argv(c.env, [policy], ["sh", "-c", script, PROBE,
+                                                         str(c.allow.port), str(c.deny.port),
+                                                         stop]))
+
+
 @suite.test
 def test_policy_swap_under_connect_loop(c):
     """SIGHUP swaps the policy set while connects run: no wrong verdict."""
     a = c.make_policy(name="swap.yaml")
     b_text = open(a).read().replace("name: tool-udp", "name: tool-udp-v2")
     stop = c.env.path("swap-stop")
-    script = ('"$0" connect-loop 127.0.0.1 "$1" --until-file "$3" & p1=$!; '
-              '"$0" connect-loop 127.0.0.1 "$2" --until-file "$3" --expect-deny & p2=$!; '
-              'wait $p1 $p2')
-    p = c.env.spawn(sluice_run_argv(c.env, [a], ["sh", "-c", script, PROBE, str(c.allow.port),
-                                                 str(c.deny.port), stop]))
+    p = run_two_loops(c, a, stop)
     time.sleep(0.5)
     orig = open(a).read()
     for i in range(30):
@@ -450,6 +458,54 @@ def test_policy_swap_under_connect_loop(c):
     if err.count("policies reloaded") < 20:
         raise AssertionError("reloads seen: %d\n%s" % (err.count("policies reloaded"), err))
     del allowed
+
+
+@suite.test
+def test_policy_reload_in_place_under_connect_loop(c):
+    """SIGHUP with the rules' names kept writes the change into the set in
+    force (the same set id every time), with connects running: no wrong
+    verdict, and the last version is what the kernel decides."""
+    a = c.make_policy(name="patch.yaml")
+    orig = open(a).read()
+    wide = orig.replace("to: [{cidr: 127.0.0.1/32}]\n      ports: [{port: %d, protocol: UDP}]"
+                        % c.udp_allow.port,
+                        "to: [{cidr: 127.0.0.0/8}]\n      ports: [{port: %d, protocol: UDP}]"
+                        % c.udp_allow.port)
+    if wide == orig:
+        raise AssertionError("the test's policy edit did not apply")
+    stop = c.env.path("patch-stop")
+    p = run_two_loops(c, a, stop)
+    time.sleep(0.5)
+    cg = os.path.join(c.env.cg_root, "sluice-run.%d" % p.pid)
+
+    def explain(dst):
+        r = sluice("explain", "--pin-path", c.env.pin, "--cgroup", cg, "-o", "json", dst)
+        x = json.loads(r.stdout)["results"][0]
+        return x["verdict"], x["rule"]
+    udp2 = "127.0.0.2:%d/udp" % c.udp_allow.port
+    eq(explain(udp2), ("deny", "default-deny"), "127.0.0.2 before the change")
+    for i in range(31):
+        with open(a, "w") as f:
+            f.write(wide if i % 2 == 0 else orig)
+        p.send_signal(signal.SIGHUP)
+        time.sleep(0.05)
+    time.sleep(0.3)
+    eq(explain(udp2), ("allow", "tool-udp"), "127.0.0.0/8 written in place (the last version)")
+    eq(explain("127.0.0.1:%d" % c.allow.port), ("allow", "llm"), "the llm rule kept")
+    open(stop, "w").close()
+    out, err = p.communicate(timeout=30)
+    loops = sorted((l["ok"], l["eperm"], l["other"])
+                   for l in (json.loads(x) for x in out.splitlines() if x.startswith("{")))
+    eq(len(loops), 2, "two loop summaries (stderr: %s)" % err)
+    eq(loops[0][0] + loops[0][2], 0, "denied port: connects that were not refused")
+    eq(loops[1][1] + loops[1][2], 0, "allowed port: connects that did not succeed")
+    if min(sum(x) for x in loops) < 100:
+        raise AssertionError("too few connects to mean anything: %r" % loops)
+    sets = re.findall(r"policies reloaded in place \(set (\d+)\)", err)
+    if len(sets) < 20 or len(set(sets)) != 1:
+        raise AssertionError("reloads in place into one set: %r\n%s" % (sets, err))
+    if "making a new set" in err or re.search(r"policies reloaded \(set", err):
+        raise AssertionError("a reload made a new set:\n" + err)
 
 
 @suite.test
