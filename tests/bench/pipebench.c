@@ -737,9 +737,17 @@ static int cmd_drain(int argc, char **argv)
 		return 1;
 	}
 	ev.data.fd = ring_buffer__epoll_fd(rb);
-	epoll_ctl(efd, EPOLL_CTL_ADD, ev.data.fd, &ev);
+	if (epoll_ctl(efd, EPOLL_CTL_ADD, ev.data.fd, &ev)) {
+		fprintf(stderr, "drain: epoll: %s\n", strerror(errno));
+		return 1;
+	}
+	/* stdin must be a pipe or a terminal: its EOF is the end */
 	ev.data.fd = 0;
-	epoll_ctl(efd, EPOLL_CTL_ADD, 0, &ev);
+	if (epoll_ctl(efd, EPOLL_CTL_ADD, 0, &ev)) {
+		fprintf(stderr, "drain: stdin cannot be polled (%s): give it a pipe\n",
+			strerror(errno));
+		return 1;
+	}
 	printf("ready\n");
 	while (!eof) {
 		int n = epoll_wait(efd, got, 2, SL_READER_POLL_MS);

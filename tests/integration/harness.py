@@ -224,6 +224,8 @@ def iter_events(path):
         return
     with open(path) as f:
         for line in f:
+            if not line.endswith("\n"):
+                return          # the writer is mid-line: the rest comes later
             line = line.strip()
             if line:
                 yield json.loads(line)

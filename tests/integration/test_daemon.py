@@ -514,12 +514,18 @@ def test_policy_change_patched_in_place(c):
         set1 = poll(lambda: ident() != set0 and ident(), 5, "identity flipped to the audit set")
         eq(connect(p1, c.deny.port)["ret"], 0, "audit mode refuses nothing")
         eq(updates("patch"), n + 1, "a mode change is never patched")
-
-        # a renamed rule (back in enforce mode): a new set, named by its new names
-        write_atomic(path, text("127.0.0.0/24", "127.0.0.0/16", llm="llm-v2"))
-        poll(lambda: updates("replace") >= 2, 5, "replacement")
-        poll(lambda: ident() not in (set0, set1), 5, "identity flipped to the new set")
+        # and back to enforce, the names still kept
+        write_atomic(path, text("127.0.0.0/24", "127.0.0.0/16"))
+        poll(lambda: updates("replace") >= 2, 5, "replacement for the mode change back")
+        set2 = poll(lambda: ident() not in (set0, set1) and ident(), 5,
+                    "identity flipped to the enforce set")
         assert_eperm(p1, c.deny.port, "enforce mode again")
+        eq(updates("patch"), n + 1, "the change back is not patched either")
+
+        # a renamed rule: a new set, named by its new names
+        write_atomic(path, text("127.0.0.0/24", "127.0.0.0/16", llm="llm-v2"))
+        poll(lambda: updates("replace") >= 3, 5, "replacement")
+        poll(lambda: ident() not in (set0, set1, set2), 5, "identity flipped to the new set")
         ex = cli("explain", "--pin-path", s.pin, "--cgroup", rel, "-o", "json",
                  "127.0.0.1:%d" % c.allow.port)
         eq((ex["results"][0]["verdict"], ex["results"][0]["rule"]), ("allow", "llm-v2"),
