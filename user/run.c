@@ -62,6 +62,7 @@ struct run {
 	uint32_t flags;
 	bool registered;
 	bool patched;		/* the last apply wrote into the set in force */
+	bool half;		/* ... or failed to, halfway, and could not replace it */
 	struct events_render render;
 	FILE *events;
 	uint64_t nevents, nwrite_fail, nreported, nunreported;
@@ -258,13 +259,17 @@ static int run__apply(struct run *r)
 			c.nskipped_services);
 
 	run__policies_id(&r->pols, policies, sizeof(policies));
-	r->patched = false;
-	if (!run__patch(r, &c, policies, c.flags | (r->audit ? SL_IDF_AUDIT : 0))) {
+	r->patched = r->half = false;
+	err = run__patch(r, &c, policies, c.flags | (r->audit ? SL_IDF_AUDIT : 0));
+	if (!err) {
 		r->patched = true;
 		pr_debug("policy set %u: %zu rules, %zu prefixes, written in place\n", r->set_id,
 			 c.nrules, c.nentries);
 		goto out;
 	}
+	/* A patch that failed halfway left a set of neither version in force
+	 * until the new set below replaces it. */
+	r->half = err != -ESTALE && err != -ENOENT;
 	err = datapath__set_add(&r->dp, &c, policies, &set_id, &st);
 	if (err)
 		goto out;
@@ -292,6 +297,10 @@ static int run__apply(struct run *r)
 	r->st = st;
 	pr_debug("policy set %u: %zu rules, %zu prefixes\n", set_id, c.nrules, c.nentries);
 out:
+	if (!err)
+		r->half = false;
+	else if (r->half)
+		pr_err("policy set %u holds part of the change: send SIGHUP again\n", old);
 	compile__free(&c);
 	return err;
 }
@@ -316,7 +325,7 @@ static void run__reload(struct run *r)
 		policy__print_diags(&diags, stderr);
 	policy__diags_free(&diags);
 	if (err) {
-		pr_err("reload failed; the policies in force are unchanged\n");
+		pr_err("reload failed%s\n", r->half ? "" : "; the policies in force are unchanged");
 		policy__set_free(&r->pols);
 		r->pols = old;
 		return;
@@ -511,7 +520,7 @@ static int run__loop(struct run *r)
 
 				if (read(tfd, &exp, sizeof(exp)) < 0) {}
 				fqdn__refresh_due(r->fqdn, run__now(), &changed);
-				if (changed && run__apply(r))
+				if (changed && run__apply(r) && !r->half)
 					pr_warn("keeping the previous addresses after a failed fqdn update\n");
 				fqdn__arm_timerfd(r->fqdn, tfd);
 			} else {

@@ -617,9 +617,11 @@ class Bench:
                 run(["bpftool", "cgroup", "attach", self.cg(cg), hook, "pinned",
                      os.path.join(self.pin_floor, prog)])
             agents[cg] = Proc(self, [CONNBENCH, "agent"], "agent-" + cg, cgroup=self.cg(cg))
+        # not pinned, like the reader of each `sluice run` it stands for
+        # (pinned to the server's CPU it slowed the accepts: 1.070 against
+        # 1.032 x for the same programs)
         drain = Proc(self, [PIPEBENCH, "drain", "--ring",
-                            os.path.join(self.pin_floor, "maps", "floor_ring")], "floor-drain",
-                     cpu=self.server_cpu)
+                            os.path.join(self.pin_floor, "maps", "floor_ring")], "floor-drain")
         drain.expect_ready(10)
         floorev_ops = 0             # connects of floor-event: one record each
         sizes = sorted(set(c["sizes"]) | {c["mid"]} | set(c["udp_sizes"]))
