@@ -9,8 +9,10 @@
  *
  * floor_connect4_event adds what the event contract costs by itself: one
  * ring record per connect, reserved, filled and submitted by sluice's own
- * code (bpf/lib/events.h), read by a reader on the other CPU (pipebench
- * drain), with no identity and no decision.
+ * code (bpf/lib/events.h), read as sluice's readers read (pipebench
+ * drain), with no identity and no decision. floor_connect4_perf writes the
+ * same record through the kernel's other transport, a perf event array
+ * (per-CPU buffers, one copy), to show which one costs less.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -40,6 +42,20 @@ struct {
 } sl_counters SEC(".maps");
 
 #include "lib/events.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(int));
+	__uint(value_size, sizeof(int));
+} floor_perf SEC(".maps");
+
+/* the record is built here, then copied into the perf buffer */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sl_event);
+} floor_scratch SEC(".maps");
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -84,5 +100,28 @@ int floor_connect4_event(struct bpf_sock_addr *ctx)
 	ev->dport = bpf_ntohs((__u16)ctx->user_port);
 	sl_v4_mapped(ev->daddr, ctx->user_ip4);
 	sl_event_submit(ev, rb);
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int floor_connect4_perf(struct bpf_sock_addr *ctx)
+{
+	__u32 zero = 0;
+	struct sl_event *ev = bpf_map_lookup_elem(&floor_scratch, &zero);
+
+	if (!ev)
+		return 1;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->ts_ns = bpf_ktime_get_ns();
+	sl_event_task(ev);
+	ev->type = SL_EV_CONNECT;
+	ev->verdict = SL_VERDICT_ALLOW;
+	ev->cookie = bpf_get_socket_cookie(ctx);
+	ev->family = ctx->family;
+	ev->protocol = ctx->protocol;
+	ev->dport = bpf_ntohs((__u16)ctx->user_port);
+	sl_v4_mapped(ev->daddr, ctx->user_ip4);
+	if (bpf_perf_event_output(ctx, &floor_perf, BPF_F_CURRENT_CPU, ev, sizeof(*ev)))
+		sl_count(0, SL_CNT_EV_LOST_FULL);
 	return 1;
 }

@@ -38,12 +38,14 @@
  *       datapath__open that adopts the pins, and the teardown of the last
  *       user (datapath__release).
  *
- *   pipebench drain --ring PINNED_RINGBUF
+ *   pipebench drain --ring PINNED_RINGBUF | --perf PINNED_PERF_EVENT_ARRAY
  *       The reader of the floor's ring (tests/bench/floor.bpf.c): consumes
  *       the records as sluice's readers do (no wakeups asked for: a poll
  *       every SL_READER_POLL_MS, or when the producer forces one), rendering
  *       and writing each to /dev/null. Prints "ready", then at EOF on stdin
- *       {"records":N}.
+ *       {"records":N,"lost":L}. --perf reads a perf event array the same
+ *       way (1 MiB per CPU, a wakeup only at half full), L from the
+ *       kernel's lost-record notes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -54,6 +56,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <sys/epoll.h>
+#include <linux/perf_event.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <sys/socket.h>
@@ -693,7 +696,7 @@ static int cmd_gateway(int argc, char **argv)
 struct drain {
 	struct events_render r;
 	FILE *out;
-	uint64_t n;
+	uint64_t n, lost;
 };
 
 static int drain_cb(void *ctx, void *data, size_t len)
@@ -711,17 +714,48 @@ static int drain_cb(void *ctx, void *data, size_t len)
 	return 0;
 }
 
+static enum bpf_perf_event_ret drain_perf_cb(void *ctx, int cpu, struct perf_event_header *h)
+{
+	struct drain *dr = ctx;
+
+	(void)cpu;
+	if (h->type == PERF_RECORD_SAMPLE) {
+		/* header, u32 size, the record */
+		struct { struct perf_event_header h; __u32 size; char data[]; } *s = (void *)h;
+
+		drain_cb(dr, s->data, s->size);
+	} else if (h->type == PERF_RECORD_LOST) {
+		struct { struct perf_event_header h; __u64 id, lost; } *l = (void *)h;
+
+		dr->lost += l->lost;
+	}
+	return LIBBPF_PERF_EVENT_CONT;
+}
+
 static int cmd_drain(int argc, char **argv)
 {
-	const char *pin = opt(argc, argv, "--ring", NULL);
+	const char *ring = opt(argc, argv, "--ring", NULL);
+	const char *perf = opt(argc, argv, "--perf", NULL);
+	const char *pin = ring ? ring : perf;
 	struct epoll_event ev = { .events = EPOLLIN }, got[2];
+	struct perf_event_attr attr = {
+		.type = PERF_TYPE_SOFTWARE,
+		.config = PERF_COUNT_SW_BPF_OUTPUT,
+		.sample_type = PERF_SAMPLE_RAW,
+		.sample_period = 1,
+		.watermark = 1,
+		.wakeup_watermark = 512 * 1024,
+		.size = sizeof(attr),
+	};
+	struct perf_buffer_raw_opts popts = { .sz = sizeof(popts) };
+	struct perf_buffer *pb = NULL;
+	struct ring_buffer *rb = NULL;
 	struct drain dr = {};
-	struct ring_buffer *rb;
 	int fd, efd;
 	bool eof = false;
 
-	if (!pin) {
-		fprintf(stderr, "drain: --ring PINNED_RINGBUF is required\n");
+	if (!pin || (ring && perf)) {
+		fprintf(stderr, "drain: one of --ring PINNED_RINGBUF, --perf PINNED_PERF_ARRAY\n");
 		return 2;
 	}
 	fd = bpf_obj_get(pin);
@@ -730,13 +764,16 @@ static int cmd_drain(int argc, char **argv)
 		return 1;
 	}
 	dr.out = fopen("/dev/null", "w");
-	rb = ring_buffer__new(fd, drain_cb, &dr, NULL);
+	if (ring)
+		rb = ring_buffer__new(fd, drain_cb, &dr, NULL);
+	else	/* 256 pages: 1 MiB per CPU */
+		pb = perf_buffer__new_raw(fd, 256, &attr, drain_perf_cb, &dr, &popts);
 	efd = epoll_create1(EPOLL_CLOEXEC);
-	if (events__render_init(&dr.r, NULL, "bench-node") || !rb || !dr.out || efd < 0) {
+	if (events__render_init(&dr.r, NULL, "bench-node") || (!rb && !pb) || !dr.out || efd < 0) {
 		fprintf(stderr, "drain: cannot read %s\n", pin);
 		return 1;
 	}
-	ev.data.fd = ring_buffer__epoll_fd(rb);
+	ev.data.fd = rb ? ring_buffer__epoll_fd(rb) : perf_buffer__epoll_fd(pb);
 	if (epoll_ctl(efd, EPOLL_CTL_ADD, ev.data.fd, &ev)) {
 		fprintf(stderr, "drain: epoll: %s\n", strerror(errno));
 		return 1;
@@ -758,11 +795,19 @@ static int cmd_drain(int argc, char **argv)
 			if (got[i].data.fd == 0 && read(0, buf, sizeof(buf)) <= 0)
 				eof = true;
 		}
-		ring_buffer__consume(rb);
+		if (rb)
+			ring_buffer__consume(rb);
+		else
+			perf_buffer__consume(pb);
 	}
-	ring_buffer__consume(rb);
-	printf("{\"records\":%llu}\n", (unsigned long long)dr.n);
+	if (rb)
+		ring_buffer__consume(rb);
+	else
+		perf_buffer__consume(pb);
+	printf("{\"records\":%llu,\"lost\":%llu}\n", (unsigned long long)dr.n,
+	       (unsigned long long)dr.lost);
 	ring_buffer__free(rb);
+	perf_buffer__free(pb);
 	events__render_free(&dr.r);
 	fclose(dr.out);
 	close(efd);

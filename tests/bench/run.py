@@ -463,7 +463,8 @@ class Bench:
                 raise HarnessError("%s is missing: run `make bench`" % b)
         self.remove_stale()
         os.makedirs(self.top)
-        for c in ("server", "plain", "hooked", "hooked/ungov", "floor", "floorev", "dh", "dh/agents",
+        for c in ("server", "plain", "hooked", "hooked/ungov", "floor", "floorev", "floorperf",
+                  "dh", "dh/agents",
                   "ap", "ap/id", "st"):
             os.makedirs(self.cg(c), exist_ok=True)
         self.stats_orig = open("/proc/sys/kernel/bpf_stats_enabled").read().strip()
@@ -605,13 +606,16 @@ class Bench:
                                cgroup=self.cg("hooked", "ungov"))
         # the floor: the per-socket tag and a connect4 that allows at once;
         # floor-event: the same tag and one ring record per connect, read
-        # on the other side (tests/bench/floor.bpf.c)
+        # as sluice reads; floor-perf: the record through a perf event
+        # array instead (tests/bench/floor.bpf.c)
         run(["bpftool", "prog", "loadall", FLOOR_OBJ, self.pin_floor,
              "pinmaps", os.path.join(self.pin_floor, "maps")])
         floor_progs = {"floor": (("sock_create", "floor_sock_create"),
                                  ("connect4", "floor_connect4")),
                        "floorev": (("sock_create", "floor_sock_create"),
-                                   ("connect4", "floor_connect4_event"))}
+                                   ("connect4", "floor_connect4_event")),
+                       "floorperf": (("sock_create", "floor_sock_create"),
+                                     ("connect4", "floor_connect4_perf"))}
         for cg, progs in floor_progs.items():
             for hook, prog in progs:
                 run(["bpftool", "cgroup", "attach", self.cg(cg), hook, "pinned",
@@ -620,10 +624,13 @@ class Bench:
         # not pinned, like the reader of each `sluice run` it stands for
         # (pinned to the server's CPU it slowed the accepts: 1.070 against
         # 1.032 x for the same programs)
-        drain = Proc(self, [PIPEBENCH, "drain", "--ring",
-                            os.path.join(self.pin_floor, "maps", "floor_ring")], "floor-drain")
-        drain.expect_ready(10)
-        floorev_ops = 0             # connects of floor-event: one record each
+        drains = {"floorev": Proc(self, [PIPEBENCH, "drain", "--ring", os.path.join(
+                      self.pin_floor, "maps", "floor_ring")], "floor-drain"),
+                  "floorperf": Proc(self, [PIPEBENCH, "drain", "--perf", os.path.join(
+                      self.pin_floor, "maps", "floor_perf")], "floor-drain-perf")}
+        for dr in drains.values():
+            dr.expect_ready(10)
+        records_made = {ag: 0 for ag in drains}     # one record per connect
         sizes = sorted(set(c["sizes"]) | {c["mid"]} | set(c["udp_sizes"]))
         for n in sizes:
             f = self.tmp_path("p%d.yaml" % n)
@@ -656,7 +663,8 @@ class Bench:
              ("tcp/none/refused", "tcp", "plain", "127.0.0.1", self.closed, None, 0),
              ("tcp/hooked-ungoverned/allow", "tcp", "ungov", "127.0.0.1", T, None, 0),
              ("tcp/floor/allow", "tcp", "floor", "127.0.0.1", T, None, 0),
-             ("tcp/floor-event/allow", "tcp", "floorev", "127.0.0.1", T, None, 0)]
+             ("tcp/floor-event/allow", "tcp", "floorev", "127.0.0.1", T, None, 0),
+             ("tcp/floor-perf/allow", "tcp", "floorperf", "127.0.0.1", T, None, 0)]
         for n in c["sizes"]:
             V.append(("tcp/sluice-%d/allow" % n, "tcp", "sluice-%d" % n, "127.0.0.1", T, None, n))
             V.append(("tcp/sluice-%d/deny" % n, "tcp", "sluice-%d" % n, "127.0.0.2", T, None, n))
@@ -712,7 +720,8 @@ class Bench:
                     a = agents[ag]
                     a.send(load_cmd(proto, dst, port, dur, cpu=self.client_cpu))
                     j = a.result(dur * 20 + 60)
-                    floorev_ops += j["ops"] if ag == "floorev" else 0
+                    if ag in records_made:
+                        records_made[ag] += j["ops"]
                 finally:
                     if hook:
                         self.nft_unhook()
@@ -734,7 +743,8 @@ class Bench:
                     before = self.bpf_stats(pids)
                     agents[ag].send(load_cmd(proto, dst, port, c["stats_s"], cpu=self.client_cpu))
                     j = agents[ag].result(c["stats_s"] * 20 + 60)
-                    floorev_ops += j["ops"] if ag == "floorev" else 0
+                    if ag in records_made:
+                        records_made[ag] += j["ops"]
                     after = self.bpf_stats(pids)
                     bpf[name].append(self.bpf_delta(before, after, j["ops"]))
                 # diagnostic: allowed connects with the ring reader
@@ -787,14 +797,15 @@ class Bench:
             for n, ds in stalled.items()}
         for a in agents.values():
             a.stop()
-        # floor-event measures a record per connect only if none was lost
-        drain.p.stdin.close()
-        got = json.loads(drain.readline(30))["records"]
-        drain.stop()
-        fe = res["variants"].get("tcp/floor-event/allow")
-        if fe is not None:
-            fe["events_produced"] = floorev_ops
-            fe["events_lost"] = floorev_ops - got
+        # the floor's records measure a record per connect only if none
+        # was lost
+        for ag, row in (("floorev", "tcp/floor-event/allow"), ("floorperf", "tcp/floor-perf/allow")):
+            drains[ag].p.stdin.close()
+            got = json.loads(drains[ag].readline(30))["records"]
+            drains[ag].stop()
+            if row in res["variants"]:
+                res["variants"][row]["events_produced"] = records_made[ag]
+                res["variants"][row]["events_lost"] = records_made[ag] - got
         if self.has_nft:
             run(["nft", "delete", "table", "inet", self.nft_table], check=False)
             self.nft_loaded = False
@@ -1236,6 +1247,7 @@ class Bench:
                         v2["ratio"] <= 1.05, "CPU time %.3f x" % v2["cpu_ratio"])
             fb = fl.get("bpf") if fl else None
             fe = (V.get("tcp/floor-event/allow") or {}).get("bpf")
+            fp = (V.get("tcp/floor-perf/allow") or {}).get("bpf")
             for n, lim in ((m, 150), (big, 200)):
                 b = V["tcp/sluice-%d/allow" % n]["bpf"]["connect4_ns_per_run"]
                 st = P["connect"]["bpf_reader_stopped"].get("tcp/sluice-%d/allow" % n)
@@ -1249,6 +1261,11 @@ class Bench:
                                   % (med(fe["connect4_ns_per_run"]),
                                      " (%d of its records lost: not a measure)" % lost
                                      if lost else ""))
+                if fp and fp.get("connect4_ns_per_run"):
+                    lost = V["tcp/floor-perf/allow"].get("events_lost", 0)
+                    detail.append("through a perf buffer instead: %.0f ns%s"
+                                  % (med(fp["connect4_ns_per_run"]),
+                                     " (%d lost: not a measure)" % lost if lost else ""))
                 if st:
                     detail.append("%.0f ns with the reader stopped (no wakeups)"
                                   % med(st["connect4_ns_per_run"]))
@@ -1328,7 +1345,7 @@ class Bench:
             out.append("   per program, %s (ns/run x runs/op):" % mid)
             rows = [("reader running", V[mid]["bpf"]),
                     ("reader stopped", P["connect"]["bpf_reader_stopped"][mid])]
-            for fl in ("floor", "floor-event"):
+            for fl in ("floor", "floor-event", "floor-perf"):
                 if V.get("tcp/%s/allow" % fl, {}).get("bpf"):
                     rows.append((fl, V["tcp/%s/allow" % fl]["bpf"]))
             for label, b in rows:
