@@ -82,6 +82,19 @@ int floor_connect4(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+/* what sluice writes into an allowed connect's record */
+static __always_inline void floor_fill(struct sl_event *ev, struct bpf_sock_addr *ctx)
+{
+	sl_event_task(ev);
+	ev->type = SL_EV_CONNECT;
+	ev->verdict = SL_VERDICT_ALLOW;
+	ev->cookie = bpf_get_socket_cookie(ctx);
+	ev->family = ctx->family;
+	ev->protocol = ctx->protocol;
+	ev->dport = bpf_ntohs((__u16)ctx->user_port);
+	sl_v4_mapped(ev->daddr, ctx->user_ip4);
+}
+
 SEC("cgroup/connect4")
 int floor_connect4_event(struct bpf_sock_addr *ctx)
 {
@@ -91,14 +104,7 @@ int floor_connect4_event(struct bpf_sock_addr *ctx)
 	ev = sl_event_reserve(0, &rb);
 	if (!ev)
 		return 1;
-	sl_event_task(ev);
-	ev->type = SL_EV_CONNECT;
-	ev->verdict = SL_VERDICT_ALLOW;
-	ev->cookie = bpf_get_socket_cookie(ctx);
-	ev->family = ctx->family;
-	ev->protocol = ctx->protocol;
-	ev->dport = bpf_ntohs((__u16)ctx->user_port);
-	sl_v4_mapped(ev->daddr, ctx->user_ip4);
+	floor_fill(ev, ctx);
 	sl_event_submit(ev, rb);
 	return 1;
 }
@@ -113,14 +119,7 @@ int floor_connect4_perf(struct bpf_sock_addr *ctx)
 		return 1;
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->ts_ns = bpf_ktime_get_ns();
-	sl_event_task(ev);
-	ev->type = SL_EV_CONNECT;
-	ev->verdict = SL_VERDICT_ALLOW;
-	ev->cookie = bpf_get_socket_cookie(ctx);
-	ev->family = ctx->family;
-	ev->protocol = ctx->protocol;
-	ev->dport = bpf_ntohs((__u16)ctx->user_port);
-	sl_v4_mapped(ev->daddr, ctx->user_ip4);
+	floor_fill(ev, ctx);
 	if (bpf_perf_event_output(ctx, &floor_perf, BPF_F_CURRENT_CPU, ev, sizeof(*ev)))
 		sl_count(0, SL_CNT_EV_LOST_FULL);
 	return 1;
