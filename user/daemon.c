@@ -535,10 +535,7 @@ static bool daemon__set_refresh(struct daemon *d, struct set_ent *e, const struc
 		return false;
 	if (datapath__set_patch(&d->dp, e->set_id, &e->st, c, policies, &ps))
 		return false;
-	for (size_t i = old_nrules; i < c->nrules; i++)
-		events__names_add_rule(&d->render, e->set_id, c->rules[i].rule_id,
-				       &c->rules[i].meta);
-	events__names_add_set(&d->render, e->set_id, policies);
+	events__names_add_compiled(&d->render, e->set_id, policies, c, old_nrules);
 	e->flags = c->flags | SL_IDF_DAEMON;
 	daemon__set_tools_free(e);
 	daemon__set_gateway_info(d, e, sel, nsel, c);
@@ -591,12 +588,8 @@ static struct set_ent *daemon__set(struct daemon *d, struct docref *docs, size_t
 	e = &d->sets[d->nsets];
 	memset(e, 0, sizeof(*e));
 	rc = datapath__set_add(&d->dp, &c, policies, &e->set_id, &e->st);
-	if (!rc) {
-		for (i = 0; i < c.nrules; i++)
-			events__names_add_rule(&d->render, e->set_id, c.rules[i].rule_id,
-					       &c.rules[i].meta);
-		events__names_add_set(&d->render, e->set_id, policies);
-	}
+	if (!rc)
+		events__names_add_compiled(&d->render, e->set_id, policies, &c, 0);
 	e->flags = c.flags | SL_IDF_DAEMON;
 	daemon__set_gateway_info(d, e, sel, nsel, &c);
 	free(sel);

@@ -687,6 +687,13 @@ static unsigned int ent__bits(const struct compile_entry *ce)
 	return ce->key.prefixlen - SL_LPM_SET_BITS;
 }
 
+/* An entry this map can hold: a prefix of {set, address}, its ports fit. */
+static bool ent__valid(const struct compile_entry *ce)
+{
+	return ce->val.n <= SL_MAX_PORT_ENTRIES && ce->key.prefixlen >= SL_LPM_SET_BITS &&
+	       ent__bits(ce) <= 8 * SL_ADDR_LEN;
+}
+
 /* FNV-1a over what names a rule: its texts up to their ends, class, action. */
 static uint64_t rule__digest(const struct sl_rule_meta *m)
 {
@@ -737,8 +744,7 @@ static int state__build(const struct compiled *c, struct dp_set_state *st)
 	for (i = 0; i < c->nentries; i++) {
 		const struct compile_entry *ce = &c->entries[i];
 
-		if (ce->val.n > SL_MAX_PORT_ENTRIES || ce->key.prefixlen < SL_LPM_SET_BITS ||
-		    ent__bits(ce) > 128)
+		if (!ent__valid(ce))
 			return -EINVAL;
 		if (i && ent__cmp(c->entries[i - 1].key.addr, ent__bits(&c->entries[i - 1]),
 				  ce->key.addr, ent__bits(ce)) >= 0)
@@ -978,8 +984,7 @@ int datapath__patch_plan(const struct dp_set_state *st, const struct compiled *c
 		return -ENOENT;
 	/* The orders below index by prefix length: refuse what is not one. */
 	for (i = 0; i < c->nentries; i++)
-		if (c->entries[i].key.prefixlen < SL_LPM_SET_BITS ||
-		    c->entries[i].key.prefixlen > SL_LPM_SET_BITS + 8 * SL_ADDR_LEN)
+		if (!ent__valid(&c->entries[i]))
 			return -EINVAL;
 	i = 0;
 	pl->upd_keys = calloc(c->nentries + 1, sizeof(*pl->upd_keys));

@@ -297,6 +297,16 @@ int events__names_add_rule(struct events_render *r, uint32_t set_id, uint32_t ru
 	return names__add_rule(r->names, (uint64_t)set_id << 32 | rule_id, meta) ? 0 : -ENOMEM;
 }
 
+int events__names_add_compiled(struct events_render *r, uint32_t set_id, const char *policies,
+			       const struct compiled *c, size_t from)
+{
+	int err = events__names_add_set(r, set_id, policies);
+
+	for (size_t i = from; i < c->nrules; i++)
+		err = events__names_add_rule(r, set_id, c->rules[i].rule_id, &c->rules[i].meta) ?: err;
+	return err;
+}
+
 static const struct sl_rule_meta *events__rule(struct events_render *r, uint32_t set_id,
 					       uint32_t rule_id)
 {

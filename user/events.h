@@ -57,5 +57,10 @@ const char *events__cgroup_name(struct events_render *r, uint64_t id);
 const char *events__set_name(struct events_render *r, uint32_t set_id);
 int events__names_add_rule(struct events_render *r, uint32_t set_id, uint32_t rule_id,
 			   const struct sl_rule_meta *meta);
+struct compiled;
+/* POLICIES for SET_ID and the names of C's rules from index FROM on: what
+ * the process that wrote SET_ID from C knows without a map lookup. */
+int events__names_add_compiled(struct events_render *r, uint32_t set_id, const char *policies,
+			       const struct compiled *c, size_t from);
 
 #endif

@@ -214,10 +214,7 @@ static int run__patch(struct run *r, const struct compiled *c, const char *polic
 				r->set_id, strerror(-err));
 		return err;
 	}
-	events__names_add_set(&r->render, r->set_id, policies);
-	for (size_t i = old_nrules; i < c->nrules; i++)
-		events__names_add_rule(&r->render, r->set_id, c->rules[i].rule_id,
-				       &c->rules[i].meta);
+	events__names_add_compiled(&r->render, r->set_id, policies, c, old_nrules);
 	return 0;
 }
 
@@ -273,9 +270,7 @@ static int run__apply(struct run *r)
 	err = datapath__set_add(&r->dp, &c, policies, &set_id, &st);
 	if (err)
 		goto out;
-	events__names_add_set(&r->render, set_id, policies);
-	for (i = 0; i < c.nrules; i++)
-		events__names_add_rule(&r->render, set_id, c.rules[i].rule_id, &c.rules[i].meta);
+	events__names_add_compiled(&r->render, set_id, policies, &c, 0);
 
 	id.set_id = set_id;
 	id.flags = c.flags | (r->audit ? SL_IDF_AUDIT : 0);

@@ -732,6 +732,14 @@ static enum bpf_perf_event_ret drain_perf_cb(void *ctx, int cpu, struct perf_eve
 	return LIBBPF_PERF_EVENT_CONT;
 }
 
+static void drain__consume(struct ring_buffer *rb, struct perf_buffer *pb)
+{
+	if (rb)
+		ring_buffer__consume(rb);
+	else
+		perf_buffer__consume(pb);
+}
+
 static int cmd_drain(int argc, char **argv)
 {
 	const char *ring = opt(argc, argv, "--ring", NULL);
@@ -795,15 +803,9 @@ static int cmd_drain(int argc, char **argv)
 			if (got[i].data.fd == 0 && read(0, buf, sizeof(buf)) <= 0)
 				eof = true;
 		}
-		if (rb)
-			ring_buffer__consume(rb);
-		else
-			perf_buffer__consume(pb);
+		drain__consume(rb, pb);
 	}
-	if (rb)
-		ring_buffer__consume(rb);
-	else
-		perf_buffer__consume(pb);
+	drain__consume(rb, pb);
 	printf("{\"records\":%llu,\"lost\":%llu}\n", (unsigned long long)dr.n,
 	       (unsigned long long)dr.lost);
 	ring_buffer__free(rb);

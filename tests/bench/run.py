@@ -610,14 +610,13 @@ class Bench:
         # array instead (tests/bench/floor.bpf.c)
         run(["bpftool", "prog", "loadall", FLOOR_OBJ, self.pin_floor,
              "pinmaps", os.path.join(self.pin_floor, "maps")])
-        floor_progs = {"floor": (("sock_create", "floor_sock_create"),
-                                 ("connect4", "floor_connect4")),
-                       "floorev": (("sock_create", "floor_sock_create"),
-                                   ("connect4", "floor_connect4_event")),
-                       "floorperf": (("sock_create", "floor_sock_create"),
-                                     ("connect4", "floor_connect4_perf"))}
+        # each cgroup: the tag, and its own connect4
+        floor_progs = {cg: {"sock_create": "floor_sock_create", "connect4": c4}
+                       for cg, c4 in (("floor", "floor_connect4"),
+                                      ("floorev", "floor_connect4_event"),
+                                      ("floorperf", "floor_connect4_perf"))}
         for cg, progs in floor_progs.items():
-            for hook, prog in progs:
+            for hook, prog in progs.items():
                 run(["bpftool", "cgroup", "attach", self.cg(cg), hook, "pinned",
                      os.path.join(self.pin_floor, prog)])
             agents[cg] = Proc(self, [CONNBENCH, "agent"], "agent-" + cg, cgroup=self.cg(cg))
@@ -648,13 +647,12 @@ class Bench:
             if a.name.startswith("agent-"):
                 a.expect_ready(10)
         ids = self.bpf_prog_ids(self.pin)
-        ids_of = {}
-        for cg, progs in floor_progs.items():
-            ids_of[cg] = {}
-            for hook, prog in progs:
-                p = run(["bpftool", "prog", "show", "pinned", os.path.join(self.pin_floor, prog),
-                         "-j"])
-                ids_of[cg][hook] = json.loads(p.stdout)["id"]
+        prog_id = {}
+        for prog in {p for progs in floor_progs.values() for p in progs.values()}:
+            p = run(["bpftool", "prog", "show", "pinned", os.path.join(self.pin_floor, prog), "-j"])
+            prog_id[prog] = json.loads(p.stdout)["id"]
+        ids_of = {cg: {hook: prog_id[prog] for hook, prog in progs.items()}
+                  for cg, progs in floor_progs.items()}
         if self.has_nft:
             self.nft_setup(c)
 
@@ -1246,8 +1244,6 @@ class Bench:
             self.target("connect+close, sluice %d rules / no hook" % big, v2["ratio"], 1.05, "x",
                         v2["ratio"] <= 1.05, "CPU time %.3f x" % v2["cpu_ratio"])
             fb = fl.get("bpf") if fl else None
-            fe = (V.get("tcp/floor-event/allow") or {}).get("bpf")
-            fp = (V.get("tcp/floor-perf/allow") or {}).get("bpf")
             for n, lim in ((m, 150), (big, 200)):
                 b = V["tcp/sluice-%d/allow" % n]["bpf"]["connect4_ns_per_run"]
                 st = P["connect"]["bpf_reader_stopped"].get("tcp/sluice-%d/allow" % n)
@@ -1255,17 +1251,16 @@ class Bench:
                 if fb and fb.get("connect4_ns_per_run"):
                     detail.append("a connect4 that allows at once: %.0f ns"
                                   % med(fb["connect4_ns_per_run"]))
-                if fe and fe.get("connect4_ns_per_run"):
-                    lost = V["tcp/floor-event/allow"].get("events_lost", 0)
-                    detail.append("one that only writes the connect's ring record: %.0f ns%s"
-                                  % (med(fe["connect4_ns_per_run"]),
-                                     " (%d of its records lost: not a measure)" % lost
-                                     if lost else ""))
-                if fp and fp.get("connect4_ns_per_run"):
-                    lost = V["tcp/floor-perf/allow"].get("events_lost", 0)
-                    detail.append("through a perf buffer instead: %.0f ns%s"
-                                  % (med(fp["connect4_ns_per_run"]),
-                                     " (%d lost: not a measure)" % lost if lost else ""))
+                for row, what, lost_what in (
+                        ("tcp/floor-event/allow", "one that only writes the connect's ring record",
+                         "of its records lost"),
+                        ("tcp/floor-perf/allow", "through a perf buffer instead", "lost")):
+                    fr = (V.get(row) or {}).get("bpf")
+                    if fr and fr.get("connect4_ns_per_run"):
+                        lost = V[row].get("events_lost", 0)
+                        detail.append("%s: %.0f ns%s" % (
+                            what, med(fr["connect4_ns_per_run"]),
+                            " (%d %s: not a measure)" % (lost, lost_what) if lost else ""))
                 if st:
                     detail.append("%.0f ns with the reader stopped (no wakeups)"
                                   % med(st["connect4_ns_per_run"]))
